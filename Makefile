@@ -1,0 +1,48 @@
+# Eddy: the two commands a newcomer needs are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+EDDY := $(CARGO_TARGET_DIR)/release/eddy
+EXAMPLE ?= examples/clicks.yaml
+QUICK ?=
+
+.PHONY: run test deps build release crds bench lint fmt clean
+
+## run: build Eddy and run an example job locally (EXAMPLE=examples/clicks.yaml)
+run: deps release
+	$(EDDY) run $(EXAMPLE)
+
+## test: install what the tests need and run every test
+test: deps
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## deps: install the system packages the build needs (only the missing ones)
+deps:
+	@bash e2e/deps.sh
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release -p eddy-runtime --bin eddy
+
+## crds: regenerate crds/streamjob.yaml from the Rust types
+crds:
+	$(CARGO) run -q -p eddy-crds --bin eddy-crdgen > crds/streamjob.yaml
+
+## bench: release-build benchmarks, one line per case (QUICK=1 for a short smoke run)
+bench: deps release
+	QUICK=$(QUICK) EDDY=$(EDDY) bash bench/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+
+-include e2e/e2e.mk
