@@ -1,16 +1,19 @@
 //! The job plan: one YAML format for `eddy run PLAN` and for `spec.pipeline` of a StreamJob.
 //!
+//! Unknown fields are not rejected by serde here: the runtime collects all of them at once
+//! (with `serde_ignored`) and reports each with its path.
+//!
 //! These types only describe the shape. Durations and CEL expressions stay strings here so
 //! that one pass of the runtime's validator can report every bad value at once, each with its
 //! field path, instead of stopping at the first serde error.
 
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A streaming job: named sources, steps that read from sources or earlier steps, and sinks.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Pipeline {
     /// Number of key groups (Flink's maxParallelism). Fixed for the life of the job's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,7 +29,7 @@ pub struct Pipeline {
 
 /// A source of records. Exactly one of `generator`, `nexmark` or `file` is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Source {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +46,7 @@ pub struct Source {
 
 /// Seeded, deterministic click events (`docs/generators.md`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct GeneratorSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -69,7 +72,7 @@ pub struct GeneratorSource {
 
 /// The Nexmark benchmark's Person / Auction / Bid events (`docs/generators.md`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct NexmarkSource {
     /// `bid`, `person` or `auction`.
     pub kind: String,
@@ -88,17 +91,17 @@ pub struct NexmarkSource {
 
 /// JSON lines from a file or from every `*.json`/`*.jsonl` file of a directory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FileSource {
     pub path: String,
     /// Field names and types (`string`, `int`, `double`, `bool`). Absent: inferred from the
     /// first record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<BTreeMap<String, String>>,
+    pub schema: Option<IndexMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct EventTime {
     /// Field with the event time in milliseconds since the epoch.
     pub field: String,
@@ -112,13 +115,13 @@ pub struct EventTime {
 #[serde(untagged)]
 pub enum KeySpec {
     One(String),
-    Named(BTreeMap<String, String>),
+    Named(IndexMap<String, String>),
 }
 
 /// One transformation. Exactly one of `filter`, `map`, `aggregate` (with `keyBy` and `window`),
 /// `top` or `join` says what it does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Step {
     pub name: String,
     /// The source or step this one reads. Not used by `join`, which names both inputs.
@@ -129,7 +132,7 @@ pub struct Step {
     pub filter: Option<String>,
     /// Output fields, each a CEL expression over `event`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map: Option<BTreeMap<String, String>>,
+    pub map: Option<IndexMap<String, String>>,
     /// Partition by this key; required with `aggregate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "key_spec_schema")]
@@ -139,7 +142,7 @@ pub struct Step {
     /// Output fields, each an aggregate call: `count()`, `sum(event.x)`, `min`, `max`, `avg`,
     /// `count_distinct`, `first`, `last`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<BTreeMap<String, String>>,
+    pub aggregate: Option<IndexMap<String, String>>,
     /// The first `n` window results of each window, in `orderBy` order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<Top>,
@@ -149,7 +152,7 @@ pub struct Step {
 
 /// A window. Exactly one of `tumbling`, `sliding` or `session`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Window {
     /// Size of a tumbling window (`10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,20 +173,20 @@ pub struct Window {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Sliding {
     pub size: String,
     pub slide: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Session {
     pub gap: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Top {
     pub n: u32,
     /// CEL expressions over `event`, each optionally followed by ` desc` or ` asc`.
@@ -192,17 +195,17 @@ pub struct Top {
 
 /// A windowed inner join: records of `left` and `right` with equal keys in the same window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Join {
     pub left: JoinSide,
     pub right: JoinSide,
     pub window: Window,
     /// Output fields, CEL expressions over `left` and `right`.
-    pub select: BTreeMap<String, String>,
+    pub select: IndexMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct JoinSide {
     pub from: String,
     /// CEL expression over `event` giving the join key.
@@ -211,7 +214,7 @@ pub struct JoinSide {
 
 /// A sink reads one source, step or side output.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Sink {
     pub name: String,
     pub from: String,
@@ -224,13 +227,16 @@ pub struct Sink {
 impl Sink {
     /// The target part, shared with `deadLetter`.
     pub fn target(&self) -> SinkTarget {
-        SinkTarget { stdout: self.stdout.clone(), file: self.file.clone() }
+        SinkTarget {
+            stdout: self.stdout.clone(),
+            file: self.file.clone(),
+        }
     }
 }
 
 /// Where records go. Exactly one of `stdout` or `file`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SinkTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout: Option<StdoutSink>,
@@ -239,12 +245,12 @@ pub struct SinkTarget {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct StdoutSink {}
 
 /// JSON lines written to `path` (a file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FileSink {
     pub path: String,
 }

@@ -5,7 +5,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "eddy-operator", version, about = "Eddy's Kubernetes operator (reconciler not implemented yet)")]
+#[command(
+    name = "eddy-operator",
+    version,
+    about = "Eddy's Kubernetes operator (reconciler not implemented yet)"
+)]
 struct Cli {
     /// Print the StreamJob CustomResourceDefinition as YAML and exit.
     #[arg(long)]

@@ -1,1 +1,40 @@
-//! Eddy runtime.
+//! Eddy's stream processing runtime.
+//!
+//! The data path reads in module order: a [`plan`] is validated into a graph whose
+//! [`connectors`] produce [`record`] batches, which flow through [`operators`] (filters, maps,
+//! keyed windows, joins) across the [`exchange`] to sinks; [`job`] runs it all, with
+//! expressions compiled by [`expr`].
+
+pub mod connectors;
+pub mod exchange;
+pub mod expr;
+pub mod job;
+pub mod operators;
+pub mod plan;
+pub mod record;
+
+use std::sync::Arc;
+
+/// Why [`run_plan`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Plan(#[from] plan::PlanErrors),
+    #[error("{0}")]
+    Job(#[from] job::JobError),
+}
+
+/// Validates a plan and runs it to completion with `parallelism` workers in this process.
+pub async fn run_plan(
+    pipeline: &plan::Pipeline,
+    parallelism: usize,
+    metrics: Arc<job::progress::Metrics>,
+) -> Result<(), RunError> {
+    let graph = Arc::new(plan::validate(pipeline)?);
+    let opts = job::RunOptions {
+        parallelism,
+        dead_letter: graph.dead_letter.clone(),
+        ..Default::default()
+    };
+    Ok(job::run(graph, opts, metrics).await?)
+}

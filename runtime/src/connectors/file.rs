@@ -1,0 +1,330 @@
+//! JSON-lines files: one file, or every `*.json`/`*.jsonl` file of a directory (each file a
+//! split; worker `w` of `W` reads the files whose sorted position is `≡ w (mod W)`).
+//!
+//! Lines are decoded straight into a row of the source's schema: keys are matched to field
+//! positions and unknown keys skipped, so no per-record map is built.
+
+use super::{ConnectorError, Source, TimeField};
+use crate::operators::Emit;
+use crate::record::{Schema, Type, Value};
+use compact_str::CompactString;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileConfig {
+    pub path: String,
+}
+
+/// The files a path names, sorted, so every worker agrees on the split numbering.
+pub fn list_files(path: &str) -> Result<Vec<PathBuf>, ConnectorError> {
+    let p = Path::new(path);
+    let io = |e| ConnectorError::Io {
+        path: path.to_string(),
+        source: e,
+    };
+    let meta = std::fs::metadata(p).map_err(io)?;
+    if meta.is_file() {
+        return Ok(vec![p.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(p).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let f = entry.path();
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if f.is_file() && (ext == "json" || ext == "jsonl") {
+            files.push(f);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Field names and types from the first non-empty line of the first file.
+pub fn infer_schema(path: &str) -> Result<Schema, ConnectorError> {
+    let files = list_files(path)?;
+    for f in files {
+        let io = |e| ConnectorError::Io {
+            path: f.display().to_string(),
+            source: e,
+        };
+        let reader = BufReader::new(File::open(&f).map_err(io)?);
+        for line in reader.lines() {
+            let line = line.map_err(io)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                ConnectorError::Config(format!(
+                    "{}: first line is not JSON ({e}); declare `schema:`",
+                    f.display()
+                ))
+            })?;
+            let serde_json::Value::Object(map) = v else {
+                return Err(ConnectorError::Config(format!(
+                    "{}: first line is not a JSON object",
+                    f.display()
+                )));
+            };
+            return Ok(Schema::new(map.iter().map(|(k, v)| {
+                let ty = match Value::from_json(v) {
+                    Value::Null => Type::Any,
+                    other => Type::of(&other),
+                };
+                (k.clone(), ty)
+            })));
+        }
+    }
+    Err(ConnectorError::Config(format!(
+        "{path}: no records to infer a schema from; declare `schema:`"
+    )))
+}
+
+pub struct FileSource {
+    schema: Arc<Schema>,
+    files: Vec<PathBuf>,
+    current: Option<(String, BufReader<File>, u64)>,
+    time: TimeField,
+    line: String,
+    row: Vec<Value>,
+}
+
+impl FileSource {
+    pub fn open(
+        config: &FileConfig,
+        schema: Arc<Schema>,
+        worker: usize,
+        workers: usize,
+        time: TimeField,
+    ) -> Result<FileSource, ConnectorError> {
+        let mut files: Vec<PathBuf> = list_files(&config.path)?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers.max(1) == worker)
+            .map(|(_, f)| f)
+            .collect();
+        files.reverse();
+        Ok(FileSource {
+            schema,
+            files,
+            current: None,
+            time,
+            line: String::new(),
+            row: Vec::new(),
+        })
+    }
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
+        let mut n = 0;
+        let now = super::now_ms();
+        while n < max {
+            if self.current.is_none() {
+                let Some(f) = self.files.pop() else {
+                    return Ok(false);
+                };
+                let name = f.display().to_string();
+                let file = File::open(&f).map_err(|e| ConnectorError::Io {
+                    path: name.clone(),
+                    source: e,
+                })?;
+                self.current = Some((name, BufReader::with_capacity(256 * 1024, file), 0));
+            }
+            let Some((name, reader, lineno)) = self.current.as_mut() else {
+                continue;
+            };
+            self.line.clear();
+            let read = reader
+                .read_line(&mut self.line)
+                .map_err(|e| ConnectorError::Io {
+                    path: name.clone(),
+                    source: e,
+                })?;
+            if read == 0 {
+                self.current = None;
+                continue;
+            }
+            *lineno += 1;
+            let text = self.line.trim_end_matches(['\n', '\r']);
+            if text.trim().is_empty() {
+                continue;
+            }
+            n += 1;
+            self.row.clear();
+            self.row.resize(self.schema.len(), Value::Null);
+            let mut de = serde_json::Deserializer::from_str(text);
+            let parsed = RowSeed {
+                schema: &self.schema,
+                row: &mut self.row,
+            }
+            .deserialize(&mut de)
+            .and_then(|_| de.end());
+            if let Err(e) = parsed {
+                out.dead_raw(text.to_string(), format!("{name}:{lineno}: {e}"));
+                continue;
+            }
+            let t = match self.time {
+                TimeField::Processing => now,
+                TimeField::Field(f) => match self.row[f] {
+                    Value::Int(t) => t,
+                    ref other => {
+                        let field = &self.schema.fields[f].name;
+                        out.dead_raw(
+                            text.to_string(),
+                            format!("{name}:{lineno}: event time field `{field}` is {}, not an int (ms since epoch)", other.type_name()),
+                        );
+                        continue;
+                    }
+                },
+            };
+            out.push(self.row.drain(..), t);
+        }
+        Ok(true)
+    }
+}
+
+/// Decodes one JSON object into `row` (already sized and nulled) by the schema.
+pub struct RowSeed<'s> {
+    pub schema: &'s Schema,
+    pub row: &'s mut Vec<Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.schema.index_of(&key) {
+                Some(i) => {
+                    let ty = self.schema.fields[i].ty;
+                    let v = map.next_value_seed(ValueSeed)?;
+                    self.row[i] = coerce(v, ty).map_err(|got| {
+                        de::Error::custom(format!("field `{key}`: expected {ty:?}, got {got}"))
+                    })?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn coerce(v: Value, ty: Type) -> Result<Value, &'static str> {
+    Ok(match (ty, v) {
+        (_, Value::Null) => Value::Null,
+        (Type::Any, v) => v,
+        (Type::Int, v @ Value::Int(_)) => v,
+        (Type::Double, Value::Int(i)) => Value::Double(i as f64),
+        (Type::Double, v @ Value::Double(_)) => v,
+        (Type::String, v @ Value::Str(_)) => v,
+        (Type::Bool, v @ Value::Bool(_)) => v,
+        (_, other) => return Err(other.type_name()),
+    })
+}
+
+struct ValueSeed;
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Int(i))
+    }
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
+        i64::try_from(u)
+            .map(Value::Int)
+            .map_err(|_| E::custom("integer too large"))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(Value::Double(f))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(CompactString::from(s)))
+    }
+    // Nested values are kept as their JSON text; a field of a nested object is not addressable.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Value::Str(CompactString::from(v.to_string())))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Value::Str(CompactString::from(v.to_string())))
+    }
+}
+
+use serde::Deserialize as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(schema: &Schema, line: &str) -> Result<Vec<Value>, String> {
+        let mut row = vec![Value::Null; schema.len()];
+        let mut de = serde_json::Deserializer::from_str(line);
+        RowSeed {
+            schema,
+            row: &mut row,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
+        de.end().map_err(|e| e.to_string())?;
+        Ok(row)
+    }
+
+    #[test]
+    fn decodes_known_fields_skips_others_and_nulls_missing() {
+        let s = Schema::new([
+            ("user", Type::String),
+            ("n", Type::Int),
+            ("x", Type::Double),
+        ]);
+        let row = decode(&s, r#"{"n": 3, "other": [1, {"a": 2}], "user": "ann"}"#).unwrap();
+        assert_eq!(row, vec![Value::from("ann"), Value::Int(3), Value::Null]);
+    }
+
+    #[test]
+    fn reports_type_mismatch_with_field_name() {
+        let s = Schema::new([("n", Type::Int)]);
+        let err = decode(&s, r#"{"n": "three"}"#).unwrap_err();
+        assert!(err.contains("field `n`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_trailing_garbage() {
+        let s = Schema::new([("n", Type::Int)]);
+        assert!(decode(&s, r#"{"n": 1} x"#).is_err());
+    }
+}

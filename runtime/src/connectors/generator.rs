@@ -1,0 +1,138 @@
+//! The seeded click-event generator of `docs/generators.md`. Record `i` is a pure function of
+//! `(seed, i)`, so worker `w` of `W` simply takes the indices `i ≡ w (mod W)`.
+
+use super::{ConnectorError, Source, TimeField};
+use crate::operators::Emit;
+use crate::record::{Schema, Type, Value};
+use compact_str::CompactString;
+
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// `rand(seed, i, lane)` of the spec, with `mix64(seed)` precomputed as `seed_mix`.
+#[inline]
+pub fn rand(seed_mix: u64, i: u64, lane: u64) -> u64 {
+    mix64(seed_mix ^ i.wrapping_mul(16).wrapping_add(lane))
+}
+
+#[inline]
+pub fn pick(seed_mix: u64, i: u64, lane: u64, n: u64) -> u64 {
+    rand(seed_mix, i, lane) % n.max(1)
+}
+
+/// `at(i)` of the spec.
+#[inline]
+pub fn at(start_time: i64, events_per_second: u64, i: u64) -> i64 {
+    start_time + ((i as u128 * 1000) / events_per_second.max(1) as u128) as i64
+}
+
+pub(crate) fn prefixed(prefix: &str, n: u64) -> Value {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    let mut s = CompactString::with_capacity(prefix.len() + digits.len());
+    s.push_str(prefix);
+    s.push_str(digits);
+    Value::Str(s)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickConfig {
+    pub seed: u64,
+    pub count: Option<u64>,
+    pub keys: u64,
+    pub events_per_second: u64,
+    pub start_time: i64,
+    pub max_disorder_ms: u64,
+}
+
+impl Default for ClickConfig {
+    fn default() -> Self {
+        ClickConfig {
+            seed: 42,
+            count: None,
+            keys: 1000,
+            events_per_second: 1000,
+            start_time: 1_700_000_000_000,
+            max_disorder_ms: 0,
+        }
+    }
+}
+
+impl ClickConfig {
+    pub fn schema() -> Schema {
+        Schema::new([
+            ("id", Type::Int),
+            ("user", Type::String),
+            ("page", Type::String),
+            ("amount", Type::Int),
+            ("ts", Type::Int),
+        ])
+    }
+
+    /// Record `i` in schema order.
+    #[inline]
+    pub fn record(&self, seed_mix: u64, i: u64) -> [Value; 5] {
+        let d = self.max_disorder_ms;
+        let ts = at(self.start_time, self.events_per_second, i)
+            - if d == 0 {
+                0
+            } else {
+                pick(seed_mix, i, 3, d + 1) as i64
+            };
+        [
+            Value::Int(i as i64),
+            prefixed("u", pick(seed_mix, i, 0, self.keys)),
+            prefixed("/p/", pick(seed_mix, i, 1, 50)),
+            Value::Int(pick(seed_mix, i, 2, 10000) as i64),
+            Value::Int(ts),
+        ]
+    }
+}
+
+pub struct ClickSource {
+    config: ClickConfig,
+    seed_mix: u64,
+    next: u64,
+    step: u64,
+    time: TimeField,
+}
+
+impl ClickSource {
+    pub fn new(config: ClickConfig, worker: usize, workers: usize, time: TimeField) -> ClickSource {
+        let seed_mix = mix64(config.seed);
+        ClickSource {
+            config,
+            seed_mix,
+            next: worker as u64,
+            step: workers.max(1) as u64,
+            time,
+        }
+    }
+}
+
+impl Source for ClickSource {
+    fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
+        let now = super::now_ms();
+        for _ in 0..max {
+            if self.config.count.is_some_and(|c| self.next >= c) {
+                return Ok(false);
+            }
+            let row = self.config.record(self.seed_mix, self.next);
+            let t = match self.time {
+                TimeField::Field(f) => match row[f] {
+                    Value::Int(t) => t,
+                    _ => now,
+                },
+                TimeField::Processing => now,
+            };
+            out.push(row, t);
+            self.next += self.step;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,100 @@
+//! Connectors: sources behind [`Source`], sinks behind [`Sink`]. Each connector is one module.
+
+pub mod file;
+pub mod generator;
+pub mod nexmark;
+pub mod sink;
+
+use crate::operators::Emit;
+use crate::record::Schema;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConnectorError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where a record's event time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeField {
+    /// This field, in milliseconds since the epoch.
+    Field(usize),
+    /// The wall clock when the record was read.
+    Processing,
+}
+
+/// A source's compiled configuration.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub connector: SourceConnector,
+    pub schema: Arc<Schema>,
+    pub time: TimeField,
+    /// Bounded out-of-orderness of the watermark, in ms.
+    pub out_of_orderness: i64,
+    /// Wall-clock pacing, records per second over all workers.
+    pub rate: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConnector {
+    Generator(generator::ClickConfig),
+    Nexmark(nexmark::NexmarkConfig),
+    File(file::FileConfig),
+}
+
+/// One worker's share of a source.
+pub trait Source: Send {
+    /// Pushes up to `max` records into `out` (and dead letters for records that do not parse).
+    /// Returns `false` once the input is exhausted.
+    fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError>;
+}
+
+impl SourceSpec {
+    /// The part of this source that worker `worker` of `workers` reads.
+    pub fn open(&self, worker: usize, workers: usize) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(match &self.connector {
+            SourceConnector::Generator(c) => Box::new(generator::ClickSource::new(
+                c.clone(),
+                worker,
+                workers,
+                self.time,
+            )),
+            SourceConnector::Nexmark(c) => Box::new(nexmark::NexmarkSource::new(
+                c.clone(),
+                worker,
+                workers,
+                self.time,
+            )),
+            SourceConnector::File(c) => Box::new(file::FileSource::open(
+                c,
+                self.schema.clone(),
+                worker,
+                workers,
+                self.time,
+            )?),
+        })
+    }
+}
+
+/// A sink's compiled configuration.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    Stdout,
+    File { path: String },
+}
+
+pub use sink::Sink;
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

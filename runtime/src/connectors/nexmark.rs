@@ -1,0 +1,251 @@
+//! The Nexmark benchmark's Person / Auction / Bid events (`docs/generators.md`), 1:3:46.
+//! A source emits one kind; the others' indices are skipped without being generated.
+
+use super::generator::{at, mix64, pick, prefixed};
+use super::{ConnectorError, Source, TimeField};
+use crate::operators::Emit;
+use crate::record::{Schema, Type, Value};
+use compact_str::CompactString;
+
+const CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+const FIRST: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Person,
+    Auction,
+    Bid,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "person" => Kind::Person,
+            "auction" => Kind::Auction,
+            "bid" => Kind::Bid,
+            _ => return None,
+        })
+    }
+
+    fn of(i: u64) -> Kind {
+        match i % 50 {
+            0 => Kind::Person,
+            1..=3 => Kind::Auction,
+            _ => Kind::Bid,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NexmarkConfig {
+    pub kind: Kind,
+    pub seed: u64,
+    pub count: Option<u64>,
+    pub events_per_second: u64,
+    pub start_time: i64,
+}
+
+impl NexmarkConfig {
+    pub fn new(kind: Kind) -> NexmarkConfig {
+        NexmarkConfig {
+            kind,
+            seed: 42,
+            count: None,
+            events_per_second: 10_000,
+            start_time: 1_700_000_000_000,
+        }
+    }
+
+    pub fn schema(kind: Kind) -> Schema {
+        use Type::*;
+        match kind {
+            Kind::Person => Schema::new([
+                ("id", Int),
+                ("name", String),
+                ("emailAddress", String),
+                ("creditCard", String),
+                ("city", String),
+                ("state", String),
+                ("dateTime", Int),
+            ]),
+            Kind::Auction => Schema::new([
+                ("id", Int),
+                ("itemName", String),
+                ("initialBid", Int),
+                ("reserve", Int),
+                ("seller", Int),
+                ("category", Int),
+                ("dateTime", Int),
+                ("expires", Int),
+            ]),
+            Kind::Bid => Schema::new([
+                ("auction", Int),
+                ("bidder", Int),
+                ("price", Int),
+                ("channel", String),
+                ("url", String),
+                ("dateTime", Int),
+            ]),
+        }
+    }
+
+    /// Event `i` (which must be of this config's kind), in schema order.
+    pub fn record(&self, s: u64, i: u64, row: &mut Vec<Value>) {
+        let epoch = i / 50;
+        let off = i % 50;
+        let t = at(self.start_time, self.events_per_second, i);
+        let int = |v: u64| Value::Int(v as i64);
+        let st = |v: &str| Value::Str(CompactString::from(v));
+        match self.kind {
+            Kind::Person => {
+                let id = 1000 + epoch;
+                let name = format!(
+                    "{} {}",
+                    FIRST[pick(s, i, 0, 11) as usize],
+                    LAST[pick(s, i, 1, 9) as usize]
+                );
+                let card = 1000 + pick(s, i, 2, 9000);
+                row.extend([
+                    int(id),
+                    st(&name),
+                    Value::Str(compact_str::format_compact!("p{id}@example.com")),
+                    Value::Str(compact_str::format_compact!("{card} {card} {card} {card}")),
+                    st(CITIES[pick(s, i, 3, 10) as usize]),
+                    st(STATES[pick(s, i, 4, 6) as usize]),
+                    Value::Int(t),
+                ]);
+            }
+            Kind::Auction => {
+                let persons = epoch + 1;
+                let id = 1000 + epoch * 3 + (off - 1);
+                let initial = 1 + pick(s, i, 0, 1000);
+                row.extend([
+                    int(id),
+                    prefixed("item-", id),
+                    int(initial),
+                    int(initial + pick(s, i, 1, 1000)),
+                    int(1000 + epoch - pick(s, i, 2, persons.min(100))),
+                    int(10 + pick(s, i, 3, 5)),
+                    Value::Int(t),
+                    Value::Int(t + 10_000 + pick(s, i, 4, 20_000) as i64),
+                ]);
+            }
+            Kind::Bid => {
+                let auctions = epoch * 3 + 3;
+                let persons = epoch + 1;
+                let auction = if pick(s, i, 0, 2) == 0 {
+                    1000 + ((auctions - 1) / 100) * 100
+                } else {
+                    1000 + auctions - 1 - pick(s, i, 1, auctions.min(100))
+                };
+                let bidder = if pick(s, i, 2, 4) == 0 {
+                    1000 + (epoch / 100) * 100
+                } else {
+                    1000 + epoch - pick(s, i, 3, persons.min(100))
+                };
+                row.extend([
+                    int(auction),
+                    int(bidder),
+                    int(100 + pick(s, i, 4, 100_000)),
+                    st(CHANNELS[pick(s, i, 5, 4) as usize]),
+                    prefixed("https://nexmark.example/item/", pick(s, i, 6, 1000)),
+                    Value::Int(t),
+                ]);
+            }
+        }
+    }
+}
+
+/// Worker `w` of `W` takes the events of its kind whose index `i` has `(i / 50) ≡ w (mod W)`:
+/// whole epochs, so every worker sees the same mix of kinds.
+pub struct NexmarkSource {
+    config: NexmarkConfig,
+    seed_mix: u64,
+    next: u64,
+    worker: u64,
+    workers: u64,
+    time: TimeField,
+    row: Vec<Value>,
+}
+
+impl NexmarkSource {
+    pub fn new(
+        config: NexmarkConfig,
+        worker: usize,
+        workers: usize,
+        time: TimeField,
+    ) -> NexmarkSource {
+        let seed_mix = mix64(config.seed);
+        let mut src = NexmarkSource {
+            config,
+            seed_mix,
+            next: worker as u64 * 50,
+            worker: worker as u64,
+            workers: workers.max(1) as u64,
+            time,
+            row: Vec::new(),
+        };
+        src.skip_to_kind();
+        src
+    }
+
+    fn skip_to_kind(&mut self) {
+        loop {
+            if Kind::of(self.next) == self.config.kind {
+                return;
+            }
+            self.advance();
+        }
+    }
+
+    fn advance(&mut self) {
+        self.next += 1;
+        if self.next % 50 == 0 {
+            // Jump to this worker's next epoch.
+            self.next += (self.workers - 1) * 50;
+        }
+        debug_assert_eq!((self.next / 50) % self.workers, self.worker);
+    }
+}
+
+impl Source for NexmarkSource {
+    fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
+        let now = super::now_ms();
+        for _ in 0..max {
+            if self.config.count.is_some_and(|c| self.next >= c) {
+                return Ok(false);
+            }
+            self.row.clear();
+            self.config.record(self.seed_mix, self.next, &mut self.row);
+            let t = match self.time {
+                TimeField::Field(f) => match self.row[f] {
+                    Value::Int(t) => t,
+                    _ => now,
+                },
+                TimeField::Processing => now,
+            };
+            out.push(self.row.drain(..), t);
+            self.advance();
+            self.skip_to_kind();
+        }
+        Ok(true)
+    }
+}

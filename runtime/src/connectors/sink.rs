@@ -1,0 +1,87 @@
+//! Sinks write JSON lines: to stdout or to a file. Dead letters go through the same writers.
+
+use super::{ConnectorError, SinkSpec};
+use crate::operators::DeadLetter;
+use crate::record::{Batch, write_json_str};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// A sink instance; sinks run as a single instance that all workers feed.
+pub trait Sink: Send {
+    fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError>;
+    fn finish(&mut self) -> Result<(), ConnectorError>;
+}
+
+pub struct LineSink {
+    name: String,
+    out: Box<dyn Write + Send>,
+    buf: String,
+}
+
+impl LineSink {
+    pub fn open(spec: &SinkSpec) -> Result<LineSink, ConnectorError> {
+        Ok(match spec {
+            SinkSpec::Stdout => LineSink {
+                name: "stdout".into(),
+                out: Box::new(std::io::stdout()),
+                buf: String::new(),
+            },
+            SinkSpec::File { path } => {
+                let io = |e| ConnectorError::Io {
+                    path: path.clone(),
+                    source: e,
+                };
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let f = File::create(path).map_err(io)?;
+                LineSink {
+                    name: path.clone(),
+                    out: Box::new(BufWriter::with_capacity(256 * 1024, f)),
+                    buf: String::new(),
+                }
+            }
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> ConnectorError {
+        ConnectorError::Io {
+            path: self.name.clone(),
+            source: e,
+        }
+    }
+
+    pub fn write_dead(&mut self, d: &DeadLetter) -> Result<(), ConnectorError> {
+        self.buf.clear();
+        self.buf.push_str("{\"step\":");
+        write_json_str(&d.step, &mut self.buf);
+        self.buf.push_str(",\"reason\":");
+        write_json_str(&d.reason, &mut self.buf);
+        self.buf.push_str(",\"record\":");
+        write_json_str(&d.record, &mut self.buf);
+        self.buf.push_str("}\n");
+        let r = self.out.write_all(self.buf.as_bytes());
+        r.map_err(|e| self.io(e))
+    }
+}
+
+impl Sink for LineSink {
+    fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError> {
+        self.buf.clear();
+        for i in 0..batch.len() {
+            batch.row_json(i, &mut self.buf);
+            self.buf.push('\n');
+        }
+        let r = self.out.write_all(self.buf.as_bytes());
+        r.map_err(|e| self.io(e))
+    }
+
+    fn finish(&mut self) -> Result<(), ConnectorError> {
+        let r = self.out.flush();
+        r.map_err(|e| self.io(e))
+    }
+}

@@ -1,0 +1,156 @@
+//! The exchange: how batches, watermarks and end-of-input reach an operator instance on some
+//! worker. Operators and tasks only see [`Exchange::endpoint`], a bounded channel end; the
+//! local implementation hands out in-process channels, and a network one can forward the same
+//! envelopes over TCP without operators changing. Bounded channels give backpressure: a slow
+//! worker makes its senders wait, so memory stays bounded.
+//!
+//! Key groups (DESIGN.md section 4): a key's group is `xxh3_64(canonical bytes) mod M` where the
+//! canonical bytes of each key value, concatenated, are: null `00`; false `01`; true `02`;
+//! int `03` + 8 bytes little-endian; double `04` + its IEEE-754 bits as 8 bytes little-endian;
+//! string `05` + byte length as 4 bytes little-endian + UTF-8 bytes. Group `g` belongs to
+//! worker `g * P / M`. This hash is fixed forever: state and savepoints depend on it.
+
+use crate::job::graph::NodeId;
+use crate::record::{Batch, Value};
+use std::collections::HashMap;
+use tokio::sync::mpsc;
+
+/// What travels on an edge.
+#[derive(Debug)]
+pub enum Msg {
+    Data(Batch),
+    /// No record older than this will follow from this sender.
+    Watermark(i64),
+    /// This sender is done.
+    End,
+}
+
+#[derive(Debug)]
+pub struct Envelope {
+    /// Input port of the receiving node (a join has two).
+    pub port: u8,
+    /// Index of the sending instance, so watermarks are tracked per sender.
+    pub from: u32,
+    pub msg: Msg,
+}
+
+/// Delivers envelopes to operator instances wherever they run.
+pub trait Exchange: Send + Sync {
+    /// The sending end for instance `worker` of node `node`.
+    fn endpoint(&self, node: NodeId, worker: usize) -> mpsc::Sender<Envelope>;
+}
+
+/// All workers in this process: one bounded channel per operator instance.
+pub struct LocalExchange {
+    senders: HashMap<(NodeId, usize), mpsc::Sender<Envelope>>,
+}
+
+impl LocalExchange {
+    /// Creates the inboxes of `instances` (node, worker) pairs; returns the receivers to hand
+    /// to the tasks that run them.
+    pub fn new(
+        instances: impl IntoIterator<Item = (NodeId, usize)>,
+        capacity: usize,
+    ) -> (
+        LocalExchange,
+        HashMap<(NodeId, usize), mpsc::Receiver<Envelope>>,
+    ) {
+        let mut senders = HashMap::new();
+        let mut receivers = HashMap::new();
+        for inst in instances {
+            let (tx, rx) = mpsc::channel(capacity);
+            senders.insert(inst, tx);
+            receivers.insert(inst, rx);
+        }
+        (LocalExchange { senders }, receivers)
+    }
+}
+
+impl Exchange for LocalExchange {
+    fn endpoint(&self, node: NodeId, worker: usize) -> mpsc::Sender<Envelope> {
+        match self.senders.get(&(node, worker)) {
+            Some(s) => s.clone(),
+            None => {
+                panic!("no inbox for node {node} worker {worker}: the graph and exchange disagree")
+            }
+        }
+    }
+}
+
+/// Appends the canonical bytes of `v` (see the module docs).
+pub fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Bool(false) => out.push(1),
+        Value::Bool(true) => out.push(2),
+        Value::Int(i) => {
+            out.push(3);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Double(d) => {
+            out.push(4);
+            out.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        Value::Str(s) => {
+            out.push(5);
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// The key group of canonical key bytes.
+#[inline]
+pub fn key_group(bytes: &[u8], max_parallelism: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(bytes) % max_parallelism as u64) as u32
+}
+
+/// The worker that owns key group `kg` (Flink's formula).
+#[inline]
+pub fn owner(kg: u32, parallelism: usize, max_parallelism: u32) -> usize {
+    (kg as u64 * parallelism as u64 / max_parallelism as u64) as usize
+}
+
+/// The contiguous key-group range `[first, last]` that worker `i` owns.
+pub fn key_group_range(i: usize, parallelism: usize, max_parallelism: u32) -> (u32, u32) {
+    let (i, p, m) = (i as u64, parallelism as u64, max_parallelism as u64);
+    let first = (i * m).div_ceil(p);
+    let last = ((i + 1) * m - 1) / p;
+    (first as u32, last as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_agree_with_owner_formula() {
+        for m in [1u32, 7, 128, 1000] {
+            for p in 1..=9usize.min(m as usize) {
+                for kg in 0..m {
+                    let o = owner(kg, p, m);
+                    let (a, b) = key_group_range(o, p, m);
+                    assert!(
+                        a <= kg && kg <= b,
+                        "m={m} p={p} kg={kg} owner={o} range={a}..={b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn key_group_of_a_string_is_fixed() {
+        // Changing this value would silently reshuffle every saved state: never do it.
+        let mut b = Vec::new();
+        canonical_bytes(&Value::from("user-42"), &mut b);
+        assert_eq!(b[0], 5);
+        assert_eq!(
+            key_group(&b, 128),
+            (xxhash_rust::xxh3::xxh3_64(&b) % 128) as u32
+        );
+        let mut c = Vec::new();
+        canonical_bytes(&Value::Int(7), &mut c);
+        assert_eq!(c, [3, 7, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}

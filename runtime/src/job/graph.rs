@@ -1,0 +1,113 @@
+//! The validated, compiled form of a plan: nodes with schemas and compiled expressions, and
+//! the edges between them with how records are routed across workers.
+
+use crate::connectors::{SinkSpec, SourceSpec};
+use crate::expr::Compiled;
+use crate::operators::aggregate::AggSpec;
+use crate::operators::window::WindowSpec;
+use crate::record::Schema;
+use std::sync::Arc;
+
+pub type NodeId = usize;
+
+#[derive(Debug)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub max_parallelism: u32,
+    /// Where dead letters go; `None` means stderr (as log lines).
+    pub dead_letter: Option<SinkSpec>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    /// Schema of the records this node emits on its main output.
+    pub schema: Arc<Schema>,
+    /// Inputs by port (a join has two).
+    pub inputs: Vec<Input>,
+    /// One instance per worker, or a single instance (sinks) on worker 0.
+    pub single: bool,
+    /// Schema of the late side output (a window's input), if the node has one.
+    pub late_schema: Option<Arc<Schema>>,
+}
+
+impl Node {
+    pub fn schema_for(&self, late: bool) -> Arc<Schema> {
+        match (&self.late_schema, late) {
+            (Some(s), true) => s.clone(),
+            _ => self.schema.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub from: NodeId,
+    /// Read the upstream's late side output instead of its main output.
+    pub late: bool,
+    pub route: Route,
+}
+
+/// How records cross from an upstream instance to this node's instances.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Same worker.
+    Forward,
+    /// All to the single instance.
+    Global,
+    /// To the worker that owns the key group of these expressions' values.
+    Key(Arc<Vec<Compiled>>),
+}
+
+#[derive(Debug)]
+pub enum NodeKind {
+    Source(SourceSpec),
+    Filter(Arc<Compiled>),
+    Map(Arc<Vec<Compiled>>),
+    Window(Arc<WindowAggSpec>),
+    Top(Arc<TopSpec>),
+    Join(Arc<JoinSpec>),
+    /// A named late-data output of a window step; it forwards what its window sends it.
+    Late,
+    Sink(SinkSpec),
+}
+
+#[derive(Debug)]
+pub struct WindowAggSpec {
+    pub key: Vec<Compiled>,
+    pub window: WindowSpec,
+    pub aggs: Vec<AggSpec>,
+}
+
+#[derive(Debug)]
+pub struct TopSpec {
+    pub n: usize,
+    /// Sort expressions and whether each is descending.
+    pub order: Vec<(Compiled, bool)>,
+    pub start_field: usize,
+    pub end_field: usize,
+}
+
+#[derive(Debug)]
+pub struct JoinSpec {
+    pub left_key: Compiled,
+    pub right_key: Compiled,
+    pub window: WindowSpec,
+    pub select: Vec<Compiled>,
+}
+
+impl Graph {
+    /// Nodes that read `id`, with the port they read it on.
+    pub fn consumers(&self, id: NodeId) -> Vec<(NodeId, usize)> {
+        let mut out = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            for (port, input) in node.inputs.iter().enumerate() {
+                if input.from == id {
+                    out.push((n, port));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,202 @@
+//! A task's outgoing edges: routes each batch to the right instances of each consumer
+//! (forward, to the single instance, or by key group) and broadcasts watermarks and ends.
+
+use super::graph::{Graph, NodeId, Route};
+use super::progress::Metrics;
+use super::{DeadLetters, JobError};
+use crate::exchange::{Envelope, Exchange, Msg, canonical_bytes, key_group, owner};
+use crate::expr::Compiled;
+use crate::operators::Emit;
+use crate::record::Batch;
+use std::sync::Arc;
+use tokio::sync::mpsc::Sender;
+
+struct Edge {
+    port: u8,
+    /// Sender index the receiver tracks watermarks under: 0 on a forward edge (one sender per
+    /// receiver), the worker index otherwise.
+    from: u32,
+    late: bool,
+    route: Route,
+    /// Target instances, by worker index (one entry for forward and single targets).
+    targets: Vec<Sender<Envelope>>,
+}
+
+pub struct Outputs {
+    step: String,
+    edges: Vec<Edge>,
+    max_parallelism: u32,
+    key_buf: Vec<u8>,
+    parts: Vec<Batch>,
+}
+
+impl Outputs {
+    pub fn new(
+        graph: &Graph,
+        id: NodeId,
+        worker: usize,
+        workers: usize,
+        exchange: &dyn Exchange,
+    ) -> Outputs {
+        let mut edges = Vec::new();
+        for (consumer, port) in graph.consumers(id) {
+            let input = &graph.nodes[consumer].inputs[port];
+            let targets = if graph.nodes[consumer].single {
+                vec![exchange.endpoint(consumer, 0)]
+            } else {
+                match input.route {
+                    Route::Forward => vec![exchange.endpoint(consumer, worker)],
+                    Route::Global => vec![exchange.endpoint(consumer, 0)],
+                    Route::Key(_) => (0..workers)
+                        .map(|w| exchange.endpoint(consumer, w))
+                        .collect(),
+                }
+            };
+            let from = if matches!(input.route, Route::Forward) && !graph.nodes[consumer].single {
+                0
+            } else {
+                worker as u32
+            };
+            edges.push(Edge {
+                port: port as u8,
+                from,
+                late: input.late,
+                route: input.route.clone(),
+                targets,
+            });
+        }
+        Outputs {
+            step: graph.nodes[id].name.clone(),
+            edges,
+            max_parallelism: graph.max_parallelism,
+            key_buf: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    fn gone(&self) -> JobError {
+        JobError::Disconnected {
+            step: self.step.clone(),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        target: &Sender<Envelope>,
+        port: u8,
+        from: u32,
+        msg: Msg,
+    ) -> Result<(), JobError> {
+        target
+            .send(Envelope { port, from, msg })
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Sends one batch of the main output (or of the late output) along every matching edge.
+    async fn send_stream(
+        &mut self,
+        batch: Batch,
+        late: bool,
+        emit: &mut Emit,
+    ) -> Result<(), JobError> {
+        let matching: Vec<usize> = (0..self.edges.len())
+            .filter(|&e| self.edges[e].late == late)
+            .collect();
+        let Some((&last, rest)) = matching.split_last() else {
+            return Ok(());
+        };
+        for &e in rest {
+            self.send_edge(e, batch.clone(), emit).await?;
+        }
+        self.send_edge(last, batch, emit).await
+    }
+
+    async fn send_edge(&mut self, e: usize, batch: Batch, emit: &mut Emit) -> Result<(), JobError> {
+        let (port, from) = (self.edges[e].port, self.edges[e].from);
+        let keys = match &self.edges[e].route {
+            Route::Key(k) if self.edges[e].targets.len() > 1 => k.clone(),
+            _ => {
+                let target = self.edges[e].targets[0].clone();
+                return self.deliver(&target, port, from, Msg::Data(batch)).await;
+            }
+        };
+        let n = self.edges[e].targets.len();
+        self.partition(&batch, &keys, n, emit);
+        let parts = std::mem::take(&mut self.parts);
+        for (w, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                let target = self.edges[e].targets[w].clone();
+                self.deliver(&target, port, from, Msg::Data(part)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn partition(&mut self, batch: &Batch, keys: &Arc<Vec<Compiled>>, n: usize, emit: &mut Emit) {
+        self.parts = (0..n)
+            .map(|_| Batch::with_capacity(batch.schema.clone(), batch.len() / n + 8))
+            .collect();
+        'rows: for (row, t) in batch.rows() {
+            self.key_buf.clear();
+            for k in keys.iter() {
+                match k.eval(&[row]) {
+                    Ok(v) => canonical_bytes(&v.into_value(), &mut self.key_buf),
+                    Err(e) => {
+                        emit.dead_row(&batch.schema, row, format!("key: {e}"));
+                        continue 'rows;
+                    }
+                }
+            }
+            let w = owner(
+                key_group(&self.key_buf, self.max_parallelism),
+                n,
+                self.max_parallelism,
+            );
+            self.parts[w].push_slice(row, t);
+        }
+    }
+
+    pub async fn send(&mut self, batch: Batch, emit: &mut Emit) -> Result<(), JobError> {
+        self.send_stream(batch, false, emit).await
+    }
+
+    /// Sends what an operator emitted (main and late outputs) and writes its dead letters.
+    pub async fn flush(
+        &mut self,
+        emit: &mut Emit,
+        dead: &DeadLetters,
+        metrics: &Metrics,
+    ) -> Result<(), JobError> {
+        for b in emit.take() {
+            self.send_stream(b, false, emit).await?;
+        }
+        for b in std::mem::take(&mut emit.late) {
+            self.send_stream(b, true, emit).await?;
+        }
+        if emit.dropped_late > 0 {
+            metrics.add_late_dropped(emit.dropped_late);
+            emit.dropped_late = 0;
+        }
+        dead.write(&mut emit.dead)?;
+        Ok(())
+    }
+
+    pub async fn watermark(&self, wm: i64) -> Result<(), JobError> {
+        for e in &self.edges {
+            for t in &e.targets {
+                self.deliver(t, e.port, e.from, Msg::Watermark(wm)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn end(&self) -> Result<(), JobError> {
+        for e in &self.edges {
+            for t in &e.targets {
+                self.deliver(t, e.port, e.from, Msg::End).await?;
+            }
+        }
+        Ok(())
+    }
+}

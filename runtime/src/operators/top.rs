@@ -1,0 +1,108 @@
+//! Top-N per window: buffers the window results of each window and, once the watermark has
+//! passed the window's end, emits the first `n` in `orderBy` order. Remaining ties are broken
+//! by the whole row, so the answer does not depend on arrival order.
+
+use super::{Emit, Operator};
+use crate::expr::V;
+use crate::job::graph::TopSpec;
+use crate::record::{Batch, Schema, Value};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+struct Entry {
+    sort: Vec<Value>,
+    row: Box<[Value]>,
+    time: i64,
+}
+
+pub struct Top {
+    spec: Arc<TopSpec>,
+    input: Arc<Schema>,
+    wm: i64,
+    windows: BTreeMap<(i64, i64), Vec<Entry>>,
+}
+
+impl Top {
+    pub fn new(spec: Arc<TopSpec>, input: Arc<Schema>) -> Top {
+        Top {
+            spec,
+            input,
+            wm: i64::MIN,
+            windows: BTreeMap::new(),
+        }
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+impl Operator for Top {
+    fn on_batch(&mut self, _port: usize, batch: Batch, out: &mut Emit) {
+        'rows: for (row, time) in batch.rows() {
+            let (Some(start), Some(end)) = (
+                int(&row[self.spec.start_field]),
+                int(&row[self.spec.end_field]),
+            ) else {
+                out.dead_row(
+                    &self.input,
+                    row,
+                    "top: window_start/window_end are not ints",
+                );
+                continue;
+            };
+            if end - 1 <= self.wm {
+                out.late_row(&self.input, row, time, false);
+                continue;
+            }
+            let mut sort = Vec::with_capacity(self.spec.order.len());
+            for (e, _) in &self.spec.order {
+                match e.eval(&[row]) {
+                    Ok(v) => sort.push(V::into_value(v)),
+                    Err(err) => {
+                        out.dead_row(&self.input, row, format!("top.orderBy: {err}"));
+                        continue 'rows;
+                    }
+                }
+            }
+            self.windows.entry((end, start)).or_default().push(Entry {
+                sort,
+                row: row.into(),
+                time,
+            });
+        }
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Emit) {
+        self.wm = self.wm.max(wm);
+        while let Some(entry) = self.windows.first_entry() {
+            if entry.key().0 - 1 > self.wm {
+                break;
+            }
+            let mut rows = entry.remove();
+            let order = &self.spec.order;
+            rows.sort_by(|a, b| {
+                for (i, (_, desc)) in order.iter().enumerate() {
+                    let o = a.sort[i].total_cmp(&b.sort[i]);
+                    let o = if *desc { o.reverse() } else { o };
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                a.row
+                    .iter()
+                    .zip(b.row.iter())
+                    .map(|(x, y)| x.total_cmp(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            });
+            for e in rows.into_iter().take(self.spec.n) {
+                out.push(e.row.into_vec(), e.time);
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Keyed windowed aggregation: tumbling, sliding and session windows, on event or processing
+//! time, with allowed lateness and a late-data side output.
+//!
+//! Aligned windows keep one pane per window (ordered by end) holding a map from key to
+//! accumulators, so firing on a watermark pops whole panes instead of scanning keys. Sessions
+//! keep a list per key and a timer map ordered by session end.
+
+use super::aggregate::{Acc, apply, eval_args, new_accs};
+use super::window::WindowKind;
+use super::{Emit, Operator};
+use crate::expr::V;
+use crate::job::graph::WindowAggSpec;
+use crate::record::{Batch, Schema, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+type Key = Box<[Value]>;
+type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
+
+struct Pane {
+    fired: bool,
+    keys: Map<Key, Box<[Acc]>>,
+}
+
+struct Sess {
+    start: i64,
+    end: i64,
+    accs: Box<[Acc]>,
+    fired: bool,
+}
+
+pub struct WindowAgg {
+    spec: Arc<WindowAggSpec>,
+    input: Arc<Schema>,
+    has_late_output: bool,
+    wm: i64,
+    panes: BTreeMap<(i64, i64), Pane>,
+    sessions: Map<Key, Vec<Sess>>,
+    timers: BTreeMap<i64, Vec<Key>>,
+    key_buf: Vec<Value>,
+    win_buf: Vec<(i64, i64)>,
+}
+
+impl WindowAgg {
+    pub fn new(spec: Arc<WindowAggSpec>, input: Arc<Schema>, has_late_output: bool) -> WindowAgg {
+        WindowAgg {
+            spec,
+            input,
+            has_late_output,
+            wm: i64::MIN,
+            panes: BTreeMap::new(),
+            sessions: Map::default(),
+            timers: BTreeMap::new(),
+            key_buf: Vec::new(),
+            win_buf: Vec::new(),
+        }
+    }
+
+    fn emit_row(out: &mut Emit, key: &[Value], start: i64, end: i64, accs: &[Acc]) {
+        let row = key
+            .iter()
+            .cloned()
+            .chain([Value::Int(start), Value::Int(end)])
+            .chain(accs.iter().map(Acc::result));
+        out.push(row, end - 1);
+    }
+
+    fn fire(&mut self, w: i64, out: &mut Emit) {
+        let window = self.spec.window;
+        if let WindowKind::Session { .. } = window.kind {
+            let mut keep: Vec<(i64, Key)> = Vec::new();
+            while let Some(entry) = self.timers.first_entry() {
+                if *entry.key() - 1 > w {
+                    break;
+                }
+                let (end, keys) = entry.remove_entry();
+                for key in keys {
+                    let Some(list) = self.sessions.get_mut(&key) else {
+                        continue;
+                    };
+                    let Some(pos) = list.iter().position(|s| s.end == end) else {
+                        continue;
+                    };
+                    let s = &mut list[pos];
+                    if !s.fired {
+                        Self::emit_row(out, &key, s.start, s.end, &s.accs);
+                        s.fired = true;
+                    }
+                    if window.is_late(end, w) {
+                        list.swap_remove(pos);
+                        if list.is_empty() {
+                            self.sessions.remove(&key);
+                        }
+                    } else {
+                        keep.push((end, key));
+                    }
+                }
+            }
+            for (end, key) in keep {
+                self.timers.entry(end).or_default().push(key);
+            }
+            return;
+        }
+        let mut done = Vec::new();
+        for (&(end, start), pane) in self.panes.range_mut(..=(w.saturating_add(1), i64::MAX)) {
+            if !pane.fired {
+                for (key, accs) in &pane.keys {
+                    Self::emit_row(out, key, start, end, accs);
+                }
+                pane.fired = true;
+            }
+            if window.is_late(end, w) {
+                done.push((end, start));
+            }
+        }
+        for k in done {
+            self.panes.remove(&k);
+        }
+    }
+
+    fn add_session(
+        &mut self,
+        row: &[Value],
+        ts: i64,
+        args: &[V<'_>],
+        out: &mut Emit,
+    ) -> Result<bool, String> {
+        let window = self.spec.window;
+        let WindowKind::Session { gap } = window.kind else {
+            return Ok(true);
+        };
+        let (mut start, mut end) = (ts, ts.saturating_add(gap));
+        let list = self.sessions.get(&self.key_buf[..]);
+        // Flink merges sessions that overlap or touch.
+        if let Some(list) = list {
+            for s in list {
+                if s.start <= end && s.end >= start {
+                    start = start.min(s.start);
+                    end = end.max(s.end);
+                }
+            }
+        }
+        if window.is_late(end, self.wm) {
+            return Ok(false);
+        }
+        let key: Key = self.key_buf.clone().into_boxed_slice();
+        let list = self.sessions.entry(key.clone()).or_default();
+        let mut accs = new_accs(&self.spec.aggs);
+        let mut i = 0;
+        while i < list.len() {
+            if list[i].start <= end && list[i].end >= start {
+                let old = list.swap_remove(i);
+                for (a, b) in accs.iter_mut().zip(old.accs.iter()) {
+                    a.merge(b).map_err(|e| e.to_string())?;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        apply(&self.spec.aggs, &mut accs, args, ts).map_err(|e| e.to_string())?;
+        let mut s = Sess {
+            start,
+            end,
+            accs,
+            fired: false,
+        };
+        if end - 1 <= self.wm {
+            Self::emit_row(out, &key, start, end, &s.accs);
+            s.fired = true;
+        }
+        list.push(s);
+        let _ = row;
+        self.timers.entry(end).or_default().push(key);
+        Ok(true)
+    }
+
+    fn on_row(
+        &mut self,
+        row: &[Value],
+        ts: i64,
+        args: &[V<'_>],
+        out: &mut Emit,
+    ) -> Result<bool, String> {
+        if let WindowKind::Session { .. } = self.spec.window.kind {
+            return self.add_session(row, ts, args, out);
+        }
+        let window = self.spec.window;
+        self.win_buf.clear();
+        let buf = &mut self.win_buf;
+        window.assign(ts, |s, e| buf.push((s, e)));
+        let mut any = false;
+        for &(start, end) in &self.win_buf {
+            if window.is_late(end, self.wm) {
+                continue;
+            }
+            any = true;
+            let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
+                fired: false,
+                keys: Map::default(),
+            });
+            let accs = match pane.keys.get_mut(&self.key_buf[..]) {
+                Some(a) => a,
+                None => pane
+                    .keys
+                    .entry(self.key_buf.clone().into_boxed_slice())
+                    .or_insert_with(|| new_accs(&self.spec.aggs)),
+            };
+            apply(&self.spec.aggs, accs, args, ts).map_err(|e| e.to_string())?;
+            if pane.fired {
+                // A late record within the allowed lateness: emit the updated result now.
+                Self::emit_row(out, &self.key_buf, start, end, accs);
+            }
+        }
+        Ok(any)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Operator for WindowAgg {
+    fn on_batch(&mut self, _port: usize, batch: Batch, out: &mut Emit) {
+        let spec = self.spec.clone();
+        let now = if spec.window.processing_time {
+            now_ms()
+        } else {
+            0
+        };
+        let mut args = Vec::with_capacity(spec.aggs.len());
+        'rows: for (row, time) in batch.rows() {
+            let ts = if spec.window.processing_time {
+                now
+            } else {
+                time
+            };
+            self.key_buf.clear();
+            for k in &spec.key {
+                match k.eval(&[row]) {
+                    Ok(v) => self.key_buf.push(v.into_value()),
+                    Err(e) => {
+                        out.dead_row(&self.input, row, format!("key: {e}"));
+                        continue 'rows;
+                    }
+                }
+            }
+            if let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
+                out.dead_row(&self.input, row, format!("aggregate: {e}"));
+                continue;
+            }
+            match self.on_row(row, ts, &args, out) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let input = self.input.clone();
+                    out.late_row(&input, row, time, self.has_late_output)
+                }
+                Err(e) => out.dead_row(&self.input, row, format!("aggregate: {e}")),
+            }
+        }
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Emit) {
+        if self.spec.window.processing_time && wm != i64::MAX {
+            return;
+        }
+        self.wm = self.wm.max(wm);
+        self.fire(self.wm, out);
+    }
+
+    fn on_tick(&mut self, now: i64, out: &mut Emit) {
+        self.wm = self.wm.max(now);
+        self.fire(self.wm, out);
+    }
+
+    fn wants_ticks(&self) -> bool {
+        self.spec.window.processing_time
+    }
+}

@@ -1,0 +1,1039 @@
+use super::{Pipeline, PlanError, PlanErrors, SinkTarget, Step, Window, parse_duration};
+use crate::connectors::file::{FileConfig, infer_schema};
+use crate::connectors::generator::ClickConfig;
+use crate::connectors::nexmark::{Kind, NexmarkConfig};
+use crate::connectors::{SinkSpec, SourceConnector, SourceSpec, TimeField};
+use crate::expr::{self, Compiled, Scope};
+use crate::job::graph::{
+    Graph, Input, JoinSpec, Node, NodeId, NodeKind, Route, TopSpec, WindowAggSpec,
+};
+use crate::operators::aggregate::{AggKind, AggSpec};
+use crate::operators::window::{WindowKind, WindowSpec};
+use crate::record::{Schema, Type};
+use cel::common::ast::Expr;
+use eddy_crds::plan::{KeySpec, Source};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+
+struct Builder<'a> {
+    plan: &'a Pipeline,
+    errors: Vec<PlanError>,
+    nodes: Vec<Node>,
+    ids: HashMap<String, NodeId>,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(PlanError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, s: &str) -> Option<i64> {
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, s: &str) -> Option<i64> {
+        let d = self.duration(path, s)?;
+        if d <= 0 {
+            self.err(path, format!("must be longer than 0, got `{s}`"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn compile(&mut self, path: &str, src: &str, scope: &Scope) -> Option<Compiled> {
+        match expr::compile(src, scope) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.err(path, format!("{e} (in `{src}`)"));
+                None
+            }
+        }
+    }
+
+    fn add(&mut self, name: &str, node: Node) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(node);
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// The node of an input name; `None` when it failed to validate (reported there) or is
+    /// unknown (reported by the name check).
+    fn input(&self, from: &str) -> Option<NodeId> {
+        self.ids.get(from).copied()
+    }
+}
+
+/// Validates a plan and compiles it into a runnable graph, reporting every problem at once.
+pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
+    let mut b = Builder {
+        plan,
+        errors: Vec::new(),
+        nodes: Vec::new(),
+        ids: HashMap::new(),
+    };
+    let max_parallelism = plan.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM);
+    if !(1..=32_768).contains(&max_parallelism) {
+        b.err(
+            "maxParallelism",
+            format!("must be between 1 and 32768, got {max_parallelism}"),
+        );
+    }
+    if plan.sources.is_empty() {
+        b.err("sources", "a job needs at least one source");
+    }
+    if plan.sinks.is_empty() {
+        b.err(
+            "sinks",
+            "a job needs at least one sink: add `sinks: [{name: out, from: STEP, stdout: {}}]`",
+        );
+    }
+    let order = check_names_and_order(&mut b);
+    for (i, s) in plan.sources.iter().enumerate() {
+        source(&mut b, i, s);
+    }
+    for i in order {
+        step(&mut b, i, &plan.steps[i]);
+    }
+    for (i, s) in plan.sinks.iter().enumerate() {
+        let path = format!("sinks[{i}]");
+        let spec = sink_target(&mut b, &path, &s.target());
+        let from = b.ids.get(&s.from).copied();
+        if from.is_none() && !b.plan_defines(&s.from) {
+            b.err(
+                format!("{path}.from"),
+                format!("unknown input `{}`; known: {}", s.from, b.known_names()),
+            );
+        }
+        if let (Some(spec), Some(from)) = (spec, from) {
+            let schema = b.nodes[from].schema.clone();
+            b.add(
+                &format!("sink:{}", s.name),
+                Node {
+                    name: s.name.clone(),
+                    kind: NodeKind::Sink(spec),
+                    schema,
+                    inputs: vec![Input {
+                        from,
+                        late: false,
+                        route: Route::Global,
+                    }],
+                    single: true,
+                    late_schema: None,
+                },
+            );
+        }
+    }
+    let dead_letter = match &plan.dead_letter {
+        Some(t) => sink_target(&mut b, "deadLetter", t),
+        None => None,
+    };
+    if b.errors.is_empty() {
+        Ok(Graph {
+            nodes: b.nodes,
+            max_parallelism,
+            dead_letter,
+        })
+    } else {
+        Err(PlanErrors(b.errors))
+    }
+}
+
+impl Builder<'_> {
+    fn plan_defines(&self, name: &str) -> bool {
+        self.plan.sources.iter().any(|s| s.name == name)
+            || self
+                .plan
+                .steps
+                .iter()
+                .any(|s| s.name == name || late_output(s) == Some(name))
+    }
+
+    fn known_names(&self) -> String {
+        let mut names: Vec<&str> = self.plan.sources.iter().map(|s| s.name.as_str()).collect();
+        for s in &self.plan.steps {
+            names.push(&s.name);
+            if let Some(l) = late_output(s) {
+                names.push(l);
+            }
+        }
+        if names.is_empty() {
+            "(none)".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+fn late_output(s: &Step) -> Option<&str> {
+    s.window
+        .as_ref()
+        .and_then(|w| w.late_output.as_deref())
+        .or_else(|| {
+            s.join
+                .as_ref()
+                .and_then(|j| j.window.late_output.as_deref())
+        })
+}
+
+fn inputs_of(s: &Step) -> Vec<(String, &str)> {
+    match &s.join {
+        Some(j) => vec![
+            ("join.left.from".into(), j.left.from.as_str()),
+            ("join.right.from".into(), j.right.from.as_str()),
+        ],
+        None => s
+            .from
+            .iter()
+            .map(|f| ("from".to_string(), f.as_str()))
+            .collect(),
+    }
+}
+
+/// Checks names are unique and every `from` exists; returns the steps in dependency order.
+fn check_names_and_order(b: &mut Builder<'_>) -> Vec<usize> {
+    let plan = b.plan;
+    let mut defined: HashMap<&str, String> = HashMap::new();
+    let mut owner: HashMap<&str, Option<usize>> = HashMap::new();
+    let mut names: Vec<(&str, String, Option<usize>)> = Vec::new();
+    for (i, s) in plan.sources.iter().enumerate() {
+        names.push((&s.name, format!("sources[{i}].name"), None));
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        names.push((&s.name, format!("steps[{i}].name"), Some(i)));
+        if let Some(l) = late_output(s) {
+            let sub = if s.join.is_some() {
+                "join.window"
+            } else {
+                "window"
+            };
+            names.push((l, format!("steps[{i}].{sub}.lateOutput"), Some(i)));
+        }
+    }
+    for (name, path, step) in names {
+        if name.trim().is_empty() {
+            b.err(path, "a name is required");
+            continue;
+        }
+        if let Some(first) = defined.get(name) {
+            b.err(
+                path,
+                format!("`{name}` is already defined at {first}; names must be unique"),
+            );
+            continue;
+        }
+        defined.insert(name, path);
+        owner.insert(name, step);
+    }
+    for (i, s) in plan.sinks.iter().enumerate() {
+        if s.name.trim().is_empty() {
+            b.err(format!("sinks[{i}].name"), "a name is required");
+        }
+    }
+    // Depth-first order with cycle detection.
+    let n = plan.steps.len();
+    let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+    let mut order = Vec::new();
+    let mut bad = vec![false; n];
+    fn visit(
+        i: usize,
+        plan: &Pipeline,
+        owner: &HashMap<&str, Option<usize>>,
+        state: &mut Vec<u8>,
+        stack: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+        errors: &mut Vec<PlanError>,
+        bad: &mut Vec<bool>,
+    ) {
+        state[i] = 1;
+        stack.push(i);
+        for (field, from) in inputs_of(&plan.steps[i]) {
+            match owner.get(from) {
+                None => {
+                    let mut known: Vec<&str> = owner.keys().copied().collect();
+                    known.sort();
+                    errors.push(PlanError {
+                        path: format!("steps[{i}].{field}"),
+                        message: format!("unknown input `{from}`; known: {}", known.join(", ")),
+                    });
+                    bad[i] = true;
+                }
+                Some(None) => {}
+                Some(Some(j)) => {
+                    let j = *j;
+                    if state[j] == 1 {
+                        let pos = stack.iter().position(|s| *s == j).unwrap_or(0);
+                        let mut cycle: Vec<&str> = stack[pos..]
+                            .iter()
+                            .map(|s| plan.steps[*s].name.as_str())
+                            .collect();
+                        cycle.push(&plan.steps[j].name);
+                        errors.push(PlanError {
+                            path: format!("steps[{i}].{field}"),
+                            message: format!(
+                                "cycle: {}; a step cannot read its own output",
+                                cycle.join(" -> ")
+                            ),
+                        });
+                        bad[i] = true;
+                    } else if state[j] == 0 {
+                        visit(j, plan, owner, state, stack, order, errors, bad);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        order.push(i);
+    }
+    let mut stack = Vec::new();
+    for i in 0..n {
+        if state[i] == 0 {
+            visit(
+                i,
+                plan,
+                &owner,
+                &mut state,
+                &mut stack,
+                &mut order,
+                &mut b.errors,
+                &mut bad,
+            );
+        }
+        if plan.steps[i].join.is_none() && plan.steps[i].from.is_none() {
+            b.err(
+                format!("steps[{i}].from"),
+                "missing: name the source or step this step reads",
+            );
+        }
+    }
+    order.retain(|i| !bad[*i]);
+    order
+}
+
+fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
+    let path = format!("sources[{i}]");
+    let set = [s.generator.is_some(), s.nexmark.is_some(), s.file.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if set != 1 {
+        b.err(&path, "set exactly one of `generator`, `nexmark` or `file`");
+        return;
+    }
+    let (connector, schema, default_time, mut rate) = if let Some(g) = &s.generator {
+        let mut c = ClickConfig::default();
+        c.seed = g.seed.unwrap_or(c.seed);
+        c.count = g.count;
+        c.keys = g.keys.unwrap_or(c.keys);
+        c.events_per_second = g.events_per_second.unwrap_or(c.events_per_second);
+        c.start_time = g.start_time.unwrap_or(c.start_time);
+        if c.keys == 0 {
+            b.err(format!("{path}.generator.keys"), "must be at least 1");
+        }
+        if c.events_per_second == 0 {
+            b.err(
+                format!("{path}.generator.eventsPerSecond"),
+                "must be at least 1",
+            );
+        }
+        if let Some(d) = &g.max_disorder {
+            c.max_disorder_ms = b
+                .duration(&format!("{path}.generator.maxDisorder"), d)
+                .unwrap_or(0)
+                .max(0) as u64;
+        }
+        let default = ("ts".to_string(), c.max_disorder_ms as i64);
+        (
+            SourceConnector::Generator(c),
+            ClickConfig::schema(),
+            Some(default),
+            g.rate,
+        )
+    } else if let Some(n) = &s.nexmark {
+        let Some(kind) = Kind::parse(&n.kind) else {
+            b.err(
+                format!("{path}.nexmark.kind"),
+                format!("expected `bid`, `person` or `auction`, got `{}`", n.kind),
+            );
+            return;
+        };
+        let mut c = NexmarkConfig::new(kind);
+        c.seed = n.seed.unwrap_or(c.seed);
+        c.count = n.count;
+        c.events_per_second = n.events_per_second.unwrap_or(c.events_per_second);
+        c.start_time = n.start_time.unwrap_or(c.start_time);
+        if c.events_per_second == 0 {
+            b.err(
+                format!("{path}.nexmark.eventsPerSecond"),
+                "must be at least 1",
+            );
+        }
+        (
+            SourceConnector::Nexmark(c),
+            NexmarkConfig::schema(kind),
+            Some(("dateTime".to_string(), 0)),
+            n.rate,
+        )
+    } else if let Some(f) = &s.file {
+        let schema = match &f.schema {
+            Some(decl) => {
+                let mut fields = Vec::new();
+                for (name, ty) in decl {
+                    match Type::parse(ty) {
+                        Some(t) => fields.push((name.clone(), t)),
+                        None => b.err(
+                            format!("{path}.file.schema.{name}"),
+                            format!("unknown type `{ty}`: use string, int, double, bool or any"),
+                        ),
+                    }
+                }
+                Schema::new(fields)
+            }
+            None => match infer_schema(&f.path) {
+                Ok(s) => s,
+                Err(e) => {
+                    b.err(format!("{path}.file.path"), e.to_string());
+                    return;
+                }
+            },
+        };
+        if let Err(e) = crate::connectors::file::list_files(&f.path) {
+            b.err(format!("{path}.file.path"), e.to_string());
+            return;
+        }
+        (
+            SourceConnector::File(FileConfig {
+                path: f.path.clone(),
+            }),
+            schema,
+            None,
+            None,
+        )
+    } else {
+        return;
+    };
+    if rate == Some(0) {
+        b.err(
+            format!("{path}.generator.rate"),
+            "must be at least 1 record per second (omit it to run flat out)",
+        );
+        rate = None;
+    }
+    let (time, ooo) = match (&s.event_time, default_time) {
+        (Some(et), _) => {
+            let ooo = match &et.max_out_of_orderness {
+                Some(d) => b
+                    .duration(&format!("{path}.eventTime.maxOutOfOrderness"), d)
+                    .unwrap_or(0),
+                None => 0,
+            };
+            match schema.index_of(&et.field) {
+                Some(f) if matches!(schema.fields[f].ty, Type::Int | Type::Any) => {
+                    (TimeField::Field(f), ooo)
+                }
+                Some(f) => {
+                    b.err(
+                        format!("{path}.eventTime.field"),
+                        format!(
+                            "`{}` is a {:?}; event time must be an int of ms since the epoch",
+                            et.field, schema.fields[f].ty
+                        ),
+                    );
+                    return;
+                }
+                None => {
+                    let names: Vec<&str> = schema.names().collect();
+                    b.err(
+                        format!("{path}.eventTime.field"),
+                        format!("no field `{}`; fields are: {}", et.field, names.join(", ")),
+                    );
+                    return;
+                }
+            }
+        }
+        (None, Some((field, ooo))) => (TimeField::Field(schema.index_of(&field).unwrap_or(0)), ooo),
+        (None, None) => (TimeField::Processing, 0),
+    };
+    let schema = Arc::new(schema);
+    let spec = SourceSpec {
+        connector,
+        schema: schema.clone(),
+        time,
+        out_of_orderness: ooo,
+        rate,
+    };
+    b.add(
+        &s.name,
+        Node {
+            name: s.name.clone(),
+            kind: NodeKind::Source(spec),
+            schema,
+            inputs: vec![],
+            single: false,
+            late_schema: None,
+        },
+    );
+}
+
+fn window_spec(
+    b: &mut Builder<'_>,
+    path: &str,
+    w: &Window,
+    allow_session: bool,
+) -> Option<WindowSpec> {
+    let set = [
+        w.tumbling.is_some(),
+        w.sliding.is_some(),
+        w.session.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if set != 1 {
+        b.err(path, "set exactly one of `tumbling: 10s`, `sliding: {size: 10s, slide: 2s}` or `session: {gap: 30s}`");
+        return None;
+    }
+    let kind = if let Some(t) = &w.tumbling {
+        WindowKind::Tumbling {
+            size: b.positive(&format!("{path}.tumbling"), t)?,
+        }
+    } else if let Some(s) = &w.sliding {
+        let size = b.positive(&format!("{path}.sliding.size"), &s.size);
+        let slide = b.positive(&format!("{path}.sliding.slide"), &s.slide);
+        let (size, slide) = (size?, slide?);
+        if slide > size {
+            b.err(
+                format!("{path}.sliding.slide"),
+                "must not be longer than `size` (records would fall between windows)",
+            );
+            return None;
+        }
+        WindowKind::Sliding { size, slide }
+    } else if let Some(s) = &w.session {
+        if !allow_session {
+            b.err(
+                format!("{path}.session"),
+                "joins support tumbling and sliding windows only",
+            );
+            return None;
+        }
+        WindowKind::Session {
+            gap: b.positive(&format!("{path}.session.gap"), &s.gap)?,
+        }
+    } else {
+        return None;
+    };
+    let lateness = match &w.allowed_lateness {
+        Some(d) => b.duration(&format!("{path}.allowedLateness"), d)?,
+        None => 0,
+    };
+    let processing_time = match w.time.as_deref() {
+        None | Some("event") => false,
+        Some("processing") => true,
+        Some(other) => {
+            b.err(
+                format!("{path}.time"),
+                format!("expected `event` or `processing`, got `{other}`"),
+            );
+            return None;
+        }
+    };
+    Some(WindowSpec {
+        kind,
+        lateness,
+        processing_time,
+    })
+}
+
+fn key_exprs(
+    b: &mut Builder<'_>,
+    path: &str,
+    k: &KeySpec,
+    scope: &Scope,
+) -> Option<(Vec<String>, Vec<Compiled>)> {
+    let pairs: Vec<(String, String)> = match k {
+        KeySpec::One(src) => {
+            let name = expr::parse(src)
+                .ok()
+                .and_then(|e| match e.expr {
+                    Expr::Select(s) => Some(s.field.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "key".to_string());
+            vec![(name, src.clone())]
+        }
+        KeySpec::Named(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    if pairs.is_empty() {
+        b.err(path, "needs at least one key expression");
+        return None;
+    }
+    let mut names = Vec::new();
+    let mut exprs = Vec::new();
+    let mut ok = true;
+    for (name, src) in pairs {
+        let p = match k {
+            KeySpec::One(_) => path.to_string(),
+            KeySpec::Named(_) => format!("{path}.{name}"),
+        };
+        match b.compile(&p, &src, scope) {
+            Some(c) => {
+                names.push(name);
+                exprs.push(c);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some((names, exprs))
+}
+
+fn step(b: &mut Builder<'_>, i: usize, s: &Step) {
+    let path = format!("steps[{i}]");
+    let kinds = [
+        ("filter", s.filter.is_some()),
+        ("map", s.map.is_some()),
+        ("aggregate", s.aggregate.is_some()),
+        ("top", s.top.is_some()),
+        ("join", s.join.is_some()),
+    ];
+    let set: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
+    if set.len() != 1 {
+        let msg = if set.is_empty() {
+            "says nothing to do: set one of `filter`, `map`, `aggregate` (with `keyBy` and `window`), `top` or `join`".to_string()
+        } else {
+            format!(
+                "sets {}: a step does one thing; split it into several steps",
+                set.join(" and ")
+            )
+        };
+        b.err(&path, msg);
+        return;
+    }
+    if s.join.is_some() {
+        if s.from.is_some() {
+            b.err(
+                format!("{path}.from"),
+                "a join names its inputs in `join.left.from` and `join.right.from`",
+            );
+        }
+        return join_step(b, &path, s);
+    }
+    let Some(from) = s.from.as_deref().and_then(|f| b.input(f)) else {
+        return;
+    };
+    let input = b.nodes[from].schema.clone();
+    let scope = Scope::event(input.clone());
+    if (s.key_by.is_some() || s.window.is_some()) && s.aggregate.is_none() {
+        b.err(
+            &path,
+            "`keyBy` and `window` go with `aggregate`: say what to compute per key and window",
+        );
+        return;
+    }
+    let (kind, schema, route, late_schema) = if let Some(f) = &s.filter {
+        let Some(c) = b.compile(&format!("{path}.filter"), f, &scope) else {
+            return;
+        };
+        if !matches!(c.ty, Type::Bool | Type::Any) {
+            b.err(
+                format!("{path}.filter"),
+                format!("must be a bool expression, this is a {:?}", c.ty),
+            );
+            return;
+        }
+        (
+            NodeKind::Filter(Arc::new(c)),
+            input.clone(),
+            Route::Forward,
+            None,
+        )
+    } else if let Some(m) = &s.map {
+        let mut exprs = Vec::new();
+        let mut fields = Vec::new();
+        for (name, src) in m {
+            if let Some(c) = b.compile(&format!("{path}.map.{name}"), src, &scope) {
+                fields.push((name.clone(), c.ty));
+                exprs.push(c);
+            }
+        }
+        if exprs.len() != m.len() {
+            return;
+        }
+        (
+            NodeKind::Map(Arc::new(exprs)),
+            Arc::new(Schema::new(fields)),
+            Route::Forward,
+            None,
+        )
+    } else if let Some(aggs) = &s.aggregate {
+        let Some(k) = &s.key_by else {
+            b.err(
+                format!("{path}.keyBy"),
+                "missing: an aggregate needs a key, like `keyBy: event.user`",
+            );
+            return;
+        };
+        let Some(w) = &s.window else {
+            b.err(
+                format!("{path}.window"),
+                "missing: an aggregate needs a window, like `window: {tumbling: 1m}`",
+            );
+            return;
+        };
+        let window = window_spec(b, &format!("{path}.window"), w, true);
+        let keys = key_exprs(b, &format!("{path}.keyBy"), k, &scope);
+        let aggs = aggregates(b, &format!("{path}.aggregate"), aggs, &scope);
+        let (Some(window), Some((names, key)), Some(aggs)) = (window, keys, aggs) else {
+            return;
+        };
+        let mut fields: Vec<(String, Type)> = names
+            .iter()
+            .zip(&key)
+            .map(|(n, e)| (n.clone(), e.ty))
+            .collect();
+        fields.push(("window_start".into(), Type::Int));
+        fields.push(("window_end".into(), Type::Int));
+        for a in &aggs {
+            let ty = a
+                .kind
+                .result_type(a.arg.as_ref().map_or(Type::Int, |e| e.ty));
+            fields.push((a.name.clone(), ty));
+        }
+        if let Some(dup) = duplicate(fields.iter().map(|f| f.0.as_str())) {
+            b.err(format!("{path}.aggregate.{dup}"), format!("output field `{dup}` is defined twice (keys, window_start, window_end and aggregates share one record)"));
+            return;
+        }
+        let route_keys: Vec<Compiled> = match k {
+            KeySpec::One(src) => vec![expr::compile(src, &scope).ok()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            KeySpec::Named(m) => m
+                .values()
+                .filter_map(|src| expr::compile(src, &scope).ok())
+                .collect(),
+        };
+        let spec = WindowAggSpec { key, window, aggs };
+        (
+            NodeKind::Window(Arc::new(spec)),
+            Arc::new(Schema::new(fields)),
+            Route::Key(Arc::new(route_keys)),
+            Some(input.clone()),
+        )
+    } else if let Some(t) = &s.top {
+        let (Some(start), Some(end)) =
+            (input.index_of("window_start"), input.index_of("window_end"))
+        else {
+            b.err(
+                format!("{path}.from"),
+                "`top` ranks window results: its input needs `window_start` and `window_end`; read a windowed aggregate",
+            );
+            return;
+        };
+        if t.n == 0 {
+            b.err(format!("{path}.top.n"), "must be at least 1");
+        }
+        if t.order_by.is_empty() {
+            b.err(
+                format!("{path}.top.orderBy"),
+                "needs at least one expression, like `[\"event.count desc\"]`",
+            );
+        }
+        let mut order = Vec::new();
+        for (j, o) in t.order_by.iter().enumerate() {
+            let trimmed = o.trim();
+            let (src, desc) = if let Some(x) = trimmed.strip_suffix(" desc") {
+                (x, true)
+            } else if let Some(x) = trimmed.strip_suffix(" asc") {
+                (x, false)
+            } else {
+                (trimmed, false)
+            };
+            if let Some(c) = b.compile(&format!("{path}.top.orderBy[{j}]"), src, &scope) {
+                order.push((c, desc));
+            }
+        }
+        if order.len() != t.order_by.len() || t.n == 0 {
+            return;
+        }
+        let route_keys = ["event.window_start", "event.window_end"]
+            .iter()
+            .filter_map(|s| expr::compile(s, &scope).ok())
+            .collect();
+        let spec = TopSpec {
+            n: t.n as usize,
+            order,
+            start_field: start,
+            end_field: end,
+        };
+        (
+            NodeKind::Top(Arc::new(spec)),
+            input.clone(),
+            Route::Key(Arc::new(route_keys)),
+            None,
+        )
+    } else {
+        return;
+    };
+    let id = b.add(
+        &s.name,
+        Node {
+            name: s.name.clone(),
+            kind,
+            schema,
+            inputs: vec![Input {
+                from,
+                late: false,
+                route,
+            }],
+            single: false,
+            late_schema: late_schema.clone(),
+        },
+    );
+    if let (Some(late), Some(ls)) = (late_output(s), late_schema) {
+        add_late(b, late, id, ls);
+    }
+}
+
+fn add_late(b: &mut Builder<'_>, name: &str, from: NodeId, schema: Arc<Schema>) {
+    b.add(
+        name,
+        Node {
+            name: name.to_string(),
+            kind: NodeKind::Late,
+            schema,
+            inputs: vec![Input {
+                from,
+                late: true,
+                route: Route::Forward,
+            }],
+            single: false,
+            late_schema: None,
+        },
+    );
+}
+
+fn duplicate<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.into_iter().find(|n| !seen.insert(*n))
+}
+
+fn aggregates(
+    b: &mut Builder<'_>,
+    path: &str,
+    aggs: &indexmap::IndexMap<String, String>,
+    scope: &Scope,
+) -> Option<Vec<AggSpec>> {
+    if aggs.is_empty() {
+        b.err(
+            path,
+            "needs at least one aggregate, like `{clicks: count()}`",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for (name, src) in aggs {
+        let p = format!("{path}.{name}");
+        let ast = match expr::parse(src) {
+            Ok(a) => a,
+            Err(e) => {
+                b.err(&p, format!("{e} (in `{src}`)"));
+                continue;
+            }
+        };
+        let Expr::Call(call) = &ast.expr else {
+            b.err(
+                &p,
+                format!(
+                    "expected an aggregate call like `count()` or `sum(event.x)`; functions: {}",
+                    AggKind::NAMES
+                ),
+            );
+            continue;
+        };
+        let Some(kind) = AggKind::parse(&call.func_name).filter(|_| call.target.is_none()) else {
+            b.err(
+                &p,
+                format!(
+                    "unknown aggregate `{}`; use one of: {}",
+                    call.func_name,
+                    AggKind::NAMES
+                ),
+            );
+            continue;
+        };
+        let arg = match (kind, call.args.len()) {
+            (AggKind::Count, 0) => None,
+            (_, 1) => match expr::compile_ast(&call.args[0], scope) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    b.err(&p, format!("{e} (in `{src}`)"));
+                    continue;
+                }
+            },
+            (_, n) => {
+                b.err(
+                    &p,
+                    format!("`{}` takes one argument, got {n}", call.func_name),
+                );
+                continue;
+            }
+        };
+        if let (AggKind::Sum | AggKind::Avg, Some(a)) = (kind, &arg) {
+            if !matches!(a.ty, Type::Int | Type::Double | Type::Any) {
+                b.err(
+                    &p,
+                    format!(
+                        "`{}` needs a number, `{src}` is a {:?}",
+                        call.func_name, a.ty
+                    ),
+                );
+                continue;
+            }
+        }
+        out.push(AggSpec {
+            name: name.clone(),
+            kind,
+            arg,
+        });
+    }
+    (out.len() == aggs.len()).then_some(out)
+}
+
+fn join_step(b: &mut Builder<'_>, path: &str, s: &Step) {
+    let Some(j) = &s.join else { return };
+    let left = b.input(&j.left.from);
+    let right = b.input(&j.right.from);
+    let window = window_spec(b, &format!("{path}.join.window"), &j.window, false);
+    let (Some(left), Some(right)) = (left, right) else {
+        return;
+    };
+    let ls = b.nodes[left].schema.clone();
+    let rs = b.nodes[right].schema.clone();
+    let lk = b.compile(
+        &format!("{path}.join.left.key"),
+        &j.left.key,
+        &Scope::event(ls.clone()),
+    );
+    let rk = b.compile(
+        &format!("{path}.join.right.key"),
+        &j.right.key,
+        &Scope::event(rs.clone()),
+    );
+    let scope = Scope::join(ls.clone(), rs.clone());
+    let mut select = Vec::new();
+    let mut fields = vec![
+        ("window_start".to_string(), Type::Int),
+        ("window_end".to_string(), Type::Int),
+    ];
+    if j.select.is_empty() {
+        b.err(
+            format!("{path}.join.select"),
+            "name the output fields, like `{user: left.user, ip: right.ip}`",
+        );
+    }
+    for (name, src) in &j.select {
+        if let Some(c) = b.compile(&format!("{path}.join.select.{name}"), src, &scope) {
+            fields.push((name.clone(), c.ty));
+            select.push(c);
+        }
+    }
+    let (Some(window), Some(lk), Some(rk)) = (window, lk, rk) else {
+        return;
+    };
+    if select.len() != j.select.len() {
+        return;
+    }
+    if lk.ty != rk.ty && lk.ty != Type::Any && rk.ty != Type::Any {
+        b.err(
+            format!("{path}.join.right.key"),
+            format!(
+                "is a {:?} but the left key is a {:?}: keys must have the same type to match",
+                rk.ty, lk.ty
+            ),
+        );
+        return;
+    }
+    if let Some(dup) = duplicate(fields.iter().map(|f| f.0.as_str())) {
+        b.err(
+            format!("{path}.join.select.{dup}"),
+            format!("output field `{dup}` is defined twice"),
+        );
+        return;
+    }
+    let lroute = expr::compile(&j.left.key, &Scope::event(ls.clone())).ok();
+    let rroute = expr::compile(&j.right.key, &Scope::event(rs.clone())).ok();
+    let (Some(lroute), Some(rroute)) = (lroute, rroute) else {
+        return;
+    };
+    let spec = JoinSpec {
+        left_key: lk,
+        right_key: rk,
+        window,
+        select,
+    };
+    let id = b.add(
+        &s.name,
+        Node {
+            name: s.name.clone(),
+            kind: NodeKind::Join(Arc::new(spec)),
+            schema: Arc::new(Schema::new(fields)),
+            inputs: vec![
+                Input {
+                    from: left,
+                    late: false,
+                    route: Route::Key(Arc::new(vec![lroute])),
+                },
+                Input {
+                    from: right,
+                    late: false,
+                    route: Route::Key(Arc::new(vec![rroute])),
+                },
+            ],
+            single: false,
+            late_schema: Some(ls.clone()),
+        },
+    );
+    if let Some(late) = late_output(s) {
+        if ls != rs {
+            b.err(
+                format!("{path}.join.window.lateOutput"),
+                "late output of a join needs both inputs to have the same fields",
+            );
+            return;
+        }
+        add_late(b, late, id, ls);
+    }
+}
+
+fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Option<SinkSpec> {
+    match (&t.stdout, &t.file) {
+        (Some(_), None) => Some(SinkSpec::Stdout),
+        (None, Some(f)) if !f.path.trim().is_empty() => Some(SinkSpec::File {
+            path: f.path.clone(),
+        }),
+        (None, Some(_)) => {
+            b.err(format!("{path}.file.path"), "a file sink needs a path");
+            None
+        }
+        _ => {
+            b.err(
+                path,
+                "set exactly one of `stdout: {}` or `file: {path: out.jsonl}`",
+            );
+            None
+        }
+    }
+}

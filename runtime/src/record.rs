@@ -1,0 +1,385 @@
+//! Records: typed values, schemas, and the row-major batches that move between operators.
+//!
+//! A batch holds its rows back to back in one `Vec<Value>` (width = schema length) plus one
+//! event time per row, so moving a thousand records costs one allocation, and a row is a plain
+//! slice that compiled expressions index by position (field names are resolved at plan time).
+
+use compact_str::CompactString;
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Rows per batch produced by sources. Small enough to stay in cache, large enough that a
+/// channel hop costs about a nanosecond per record.
+pub const BATCH_SIZE: usize = 1024;
+
+/// One field value. Strings up to 24 bytes live inline (no allocation).
+#[derive(Clone, Debug, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(CompactString),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Double(_) => "double",
+            Value::Str(_) => "string",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Double(_) => 2,
+            Value::Str(_) => 3,
+        }
+    }
+
+    /// A total order for sorting and min/max: null < bool < numbers < strings; ints and
+    /// doubles compare numerically.
+    pub fn total_cmp(&self, other: &Value) -> Ordering {
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Double(a), Value::Double(b)) => a.total_cmp(b),
+            (Value::Int(a), Value::Double(b)) => (*a as f64).total_cmp(b),
+            (Value::Double(a), Value::Int(b)) => a.total_cmp(&(*b as f64)),
+            (Value::Str(a), Value::Str(b)) => a.as_str().cmp(b.as_str()),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+
+    /// Appends the value as JSON.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Double(d) if d.is_finite() => {
+                // Keep a decimal point so a double stays a double when read back.
+                if d.fract() == 0.0 && d.abs() < 1e15 {
+                    let _ = write!(out, "{d:.1}");
+                } else {
+                    let _ = write!(out, "{d}");
+                }
+            }
+            Value::Double(_) => out.push_str("null"),
+            Value::Str(s) => write_json_str(s, out),
+        }
+    }
+
+    /// Converts a parsed JSON value; nested arrays and objects are kept as their JSON text.
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Str(CompactString::from(s.as_str())),
+            other => Value::Str(CompactString::from(other.to_string())),
+        }
+    }
+}
+
+pub fn write_json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+// Equality and hashing are exact (an int never equals a double) because they define keys:
+// `1` and `1.0` are different users of a map, as in most stream processors.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Double(a), Value::Double(b)) => a.to_bits() == b.to_bits(),
+            (Value::Str(a), Value::Str(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Value::Null => state.write_u8(0),
+            Value::Bool(b) => state.write_u8(if *b { 2 } else { 1 }),
+            Value::Int(i) => state.write_i64(*i),
+            Value::Double(d) => state.write_u64(d.to_bits()),
+            Value::Str(s) => state.write(s.as_bytes()),
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Double(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Bool(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Str(CompactString::from(v))
+    }
+}
+
+/// Static type of a field as far as the plan knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    Bool,
+    Int,
+    Double,
+    String,
+    /// Unknown until run time (a map output whose expression can yield several types).
+    Any,
+}
+
+impl Type {
+    pub fn parse(s: &str) -> Option<Type> {
+        Some(match s {
+            "bool" | "boolean" => Type::Bool,
+            "int" | "long" | "integer" => Type::Int,
+            "double" | "float" | "number" => Type::Double,
+            "string" => Type::String,
+            "any" => Type::Any,
+            _ => return None,
+        })
+    }
+
+    pub fn of(v: &Value) -> Type {
+        match v {
+            Value::Null => Type::Any,
+            Value::Bool(_) => Type::Bool,
+            Value::Int(_) => Type::Int,
+            Value::Double(_) => Type::Double,
+            Value::Str(_) => Type::String,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub ty: Type,
+}
+
+/// Field names and types of a stream, fixed when the plan is compiled.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Schema {
+    pub fields: Vec<Field>,
+}
+
+impl Schema {
+    pub fn new(fields: impl IntoIterator<Item = (impl Into<String>, Type)>) -> Schema {
+        Schema {
+            fields: fields
+                .into_iter()
+                .map(|(n, ty)| Field { name: n.into(), ty })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.name.as_str())
+    }
+}
+
+/// Rows of one schema with their event times.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub schema: Arc<Schema>,
+    values: Vec<Value>,
+    times: Vec<i64>,
+}
+
+impl Batch {
+    pub fn new(schema: Arc<Schema>) -> Batch {
+        Batch::with_capacity(schema, 0)
+    }
+
+    pub fn with_capacity(schema: Arc<Schema>, rows: usize) -> Batch {
+        let width = schema.len();
+        Batch {
+            schema,
+            values: Vec::with_capacity(rows * width),
+            times: Vec::with_capacity(rows),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    pub fn width(&self) -> usize {
+        self.schema.len()
+    }
+
+    pub fn row(&self, i: usize) -> &[Value] {
+        let w = self.width();
+        &self.values[i * w..(i + 1) * w]
+    }
+
+    pub fn time(&self, i: usize) -> i64 {
+        self.times[i]
+    }
+
+    pub fn times(&self) -> &[i64] {
+        &self.times
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = (&[Value], i64)> {
+        let w = self.width().max(1);
+        self.values.chunks(w).zip(self.times.iter().copied())
+    }
+
+    /// Appends a row; `row` must have exactly the schema's width.
+    pub fn push(&mut self, row: impl IntoIterator<Item = Value>, time: i64) {
+        let before = self.values.len();
+        self.values.extend(row);
+        debug_assert_eq!(self.values.len() - before, self.width());
+        self.times.push(time);
+    }
+
+    pub fn reserve(&mut self, rows: usize) {
+        self.values.reserve(rows * self.schema.len());
+        self.times.reserve(rows);
+    }
+
+    pub fn push_slice(&mut self, row: &[Value], time: i64) {
+        self.values.extend_from_slice(row);
+        self.times.push(time);
+    }
+
+    /// Keeps the rows for which `keep` is true, in place.
+    pub fn retain(&mut self, keep: &[bool]) {
+        let w = self.width();
+        let mut out = 0;
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                if out != i {
+                    for f in 0..w {
+                        self.values.swap(out * w + f, i * w + f);
+                    }
+                    self.times[out] = self.times[i];
+                }
+                out += 1;
+            }
+        }
+        self.values.truncate(out * w);
+        self.times.truncate(out);
+    }
+
+    /// The row as a JSON object, fields in schema order.
+    pub fn row_json(&self, i: usize, out: &mut String) {
+        row_json(&self.schema, self.row(i), out);
+    }
+}
+
+pub fn row_json(schema: &Schema, row: &[Value], out: &mut String) {
+    out.push('{');
+    for (i, (f, v)) in schema.fields.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_str(&f.name, out);
+        out.push(':');
+        v.write_json(out);
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_keeps_selected_rows_in_order() {
+        let schema = Arc::new(Schema::new([("a", Type::Int), ("b", Type::String)]));
+        let mut b = Batch::new(schema);
+        for i in 0..5 {
+            b.push(
+                [Value::Int(i), Value::from(format!("s{i}").as_str())],
+                i * 10,
+            );
+        }
+        b.retain(&[true, false, true, false, true]);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.row(1), &[Value::Int(2), Value::from("s2")]);
+        assert_eq!(b.times(), &[0, 20, 40]);
+    }
+
+    #[test]
+    fn json_keeps_doubles_doubles_and_escapes_strings() {
+        let schema = Schema::new([("x", Type::Double), ("s", Type::String)]);
+        let mut out = String::new();
+        row_json(
+            &schema,
+            &[Value::Double(2.0), Value::from("a\"b\n")],
+            &mut out,
+        );
+        assert_eq!(out, r#"{"x":2.0,"s":"a\"b\n"}"#);
+    }
+}
