@@ -118,8 +118,8 @@ pub enum KeySpec {
     Named(IndexMap<String, String>),
 }
 
-/// One transformation. Exactly one of `filter`, `map`, `aggregate` (with `keyBy` and `window`),
-/// `top` or `join` says what it does.
+/// One transformation. Exactly one of `filter`, `map`, `split`, `aggregate` (with `keyBy` and
+/// `window`), `top` or `join` says what it does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
@@ -148,6 +148,24 @@ pub struct Step {
     pub top: Option<Top>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<Join>,
+    /// One output record per piece of a string split by a separator (like a flatMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// Splits a string and emits the input record once per non-empty piece, with the piece in
+/// the field `as`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Split {
+    /// CEL expression giving the string to split.
+    pub expr: String,
+    /// Separator; default a single space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separator: Option<String>,
+    /// Name of the output field holding each piece.
+    #[serde(rename = "as")]
+    pub as_field: String,
 }
 
 /// A window. Exactly one of `tumbling`, `sliding` or `session`.

@@ -30,7 +30,16 @@ pub async fn run_plan(
     parallelism: usize,
     metrics: Arc<job::progress::Metrics>,
 ) -> Result<(), RunError> {
-    let graph = Arc::new(plan::validate(pipeline)?);
+    run_graph(plan::validate(pipeline)?, parallelism, metrics).await
+}
+
+/// Runs an already validated graph to completion with `parallelism` workers in this process.
+pub async fn run_graph(
+    graph: job::graph::Graph,
+    parallelism: usize,
+    metrics: Arc<job::progress::Metrics>,
+) -> Result<(), RunError> {
+    let graph = Arc::new(graph);
     let opts = job::RunOptions {
         parallelism,
         dead_letter: graph.dead_letter.clone(),

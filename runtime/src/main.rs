@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 }
 
 fn validate(path: &str) -> ExitCode {
-    match eddy::plan::load(path).and_then(|p| eddy::plan::validate(&p).map(|_| ())) {
+    match eddy::plan::compile_file(path).map(|_| ()) {
         Ok(()) => {
             println!("{path}: ok");
             ExitCode::SUCCESS
@@ -91,8 +91,8 @@ fn validate(path: &str) -> ExitCode {
 }
 
 fn run(path: &str, parallelism: usize, quiet: bool, every: f64) -> anyhow::Result<ExitCode> {
-    let pipeline = match eddy::plan::load(path) {
-        Ok(p) => p,
+    let graph = match eddy::plan::compile_file(path) {
+        Ok((_, g)) => g,
         Err(errors) => {
             eprint!("{path}: {errors}");
             eprintln!("fix the fields above and run `eddy validate {path}` again");
@@ -108,7 +108,7 @@ fn run(path: &str, parallelism: usize, quiet: bool, every: f64) -> anyhow::Resul
         let reporter = (!quiet)
             .then(|| Reporter::start(metrics.clone(), Duration::from_secs_f64(every.max(0.1))));
         let result = tokio::select! {
-            r = eddy::run_plan(&pipeline, parallelism, metrics.clone()) => r,
+            r = eddy::run_graph(graph, parallelism, metrics.clone()) => r,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("eddy: interrupted");
                 return Ok(ExitCode::from(130));

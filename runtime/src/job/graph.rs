@@ -65,6 +65,8 @@ pub enum NodeKind {
     Source(SourceSpec),
     Filter(Arc<Compiled>),
     Map(Arc<Vec<Compiled>>),
+    /// Expression to split and the separator.
+    Split(Arc<(Compiled, String)>),
     Window(Arc<WindowAggSpec>),
     Top(Arc<TopSpec>),
     Join(Arc<JoinSpec>),

@@ -11,7 +11,7 @@ use crate::connectors::sink::{LineSink, Sink as _};
 use crate::connectors::{ConnectorError, SinkSpec};
 use crate::exchange::{Envelope, LocalExchange, Msg};
 use crate::operators::join::Join;
-use crate::operators::stateless::{Filter, Map};
+use crate::operators::stateless::{Filter, Map, Split};
 use crate::operators::top::Top;
 use crate::operators::window_agg::WindowAgg;
 use crate::operators::{DeadLetter, Emit, Operator};
@@ -180,6 +180,7 @@ fn make_operator(graph: &Arc<Graph>, id: NodeId) -> Box<dyn Operator> {
     match &node.kind {
         NodeKind::Filter(f) => Box::new(Filter::new(f.clone())),
         NodeKind::Map(m) => Box::new(Map::new(m.clone(), node.schema.clone())),
+        NodeKind::Split(s) => Box::new(Split::new(s.clone(), node.schema.clone())),
         NodeKind::Window(w) => Box::new(WindowAgg::new(w.clone(), input_schema(0), has_late)),
         NodeKind::Top(t) => Box::new(Top::new(t.clone(), input_schema(0))),
         NodeKind::Join(j) => Box::new(Join::new(

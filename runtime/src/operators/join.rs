@@ -100,7 +100,11 @@ impl Operator for Join {
                     continue;
                 }
                 any = true;
-                let pane = self.panes.entry((end, start)).or_default();
+                let wm = self.wm;
+                let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
+                    fired: end - 1 <= wm,
+                    ..Pane::default()
+                });
                 let sides = pane.keys.entry(key.clone()).or_default();
                 if pane.fired {
                     for other in &sides[1 - port] {

@@ -1,4 +1,4 @@
-//! Record-at-a-time operators: `filter` and `map`.
+//! Record-at-a-time operators: `filter`, `map` and `split`.
 
 use super::{Emit, Operator};
 use crate::expr::Compiled;
@@ -65,6 +65,52 @@ impl Operator for Map {
                 }
             }
             next.push(vals.drain(..), time);
+        }
+        out.batch(next);
+    }
+
+    fn on_watermark(&mut self, _wm: i64, _out: &mut Emit) {}
+}
+
+pub struct Split {
+    spec: Arc<(Compiled, String)>,
+    schema: Arc<Schema>,
+}
+
+impl Split {
+    pub fn new(spec: Arc<(Compiled, String)>, schema: Arc<Schema>) -> Split {
+        Split { spec, schema }
+    }
+}
+
+impl Operator for Split {
+    fn on_batch(&mut self, _port: usize, batch: Batch, out: &mut Emit) {
+        let mut next = Batch::with_capacity(self.schema.clone(), batch.len() * 4);
+        let (expr, sep) = &*self.spec;
+        for (row, time) in batch.rows() {
+            let v = match expr.eval(&[row]) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.dead_row(&batch.schema, row, format!("split: {e}"));
+                    continue;
+                }
+            };
+            let Some(text) = v.str() else {
+                out.dead_row(
+                    &batch.schema,
+                    row,
+                    format!("split: expected a string, got {}", v.type_name()),
+                );
+                continue;
+            };
+            for piece in text.split(sep.as_str()).filter(|p| !p.is_empty()) {
+                next.push(
+                    row.iter()
+                        .cloned()
+                        .chain([crate::record::Value::from(piece)]),
+                    time,
+                );
+            }
         }
         out.batch(next);
     }

@@ -194,8 +194,11 @@ impl WindowAgg {
                 continue;
             }
             any = true;
+            // A window the watermark already passed (within the allowed lateness) fires on
+            // every record, as Flink's event-time trigger does.
+            let wm = self.wm;
             let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
-                fired: false,
+                fired: end - 1 <= wm,
                 keys: Map::default(),
             });
             let accs = match pane.keys.get_mut(&self.key_buf[..]) {

@@ -124,10 +124,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn did_you_mean(field: &str) -> String {
     let best = KNOWN_FIELDS
         .iter()
-        .map(|k| (edit_distance(&field.to_lowercase(), &k.to_lowercase()), k))
+        .map(|k| {
+            (
+                edit_distance(&field.to_lowercase(), &k.to_lowercase()),
+                k.len().abs_diff(field.len()),
+                k,
+            )
+        })
         .min();
     match best {
-        Some((d, k)) if d <= 2 => format!("unknown field `{field}`: did you mean `{k}`?"),
+        Some((d, _, k)) if d <= 2 => format!("unknown field `{field}`: did you mean `{k}`?"),
         _ => format!("unknown field `{field}`: remove it (see README.md, \"The job plan\")"),
     }
 }
@@ -153,6 +159,37 @@ fn render_path(path: &serde_ignored::Path<'_>) -> String {
 
 /// Parses a plan from YAML text; unknown fields are all reported, each with its path.
 pub fn parse(yaml: &str) -> Result<Pipeline, PlanErrors> {
+    let (p, unknown) = parse_lenient(yaml)?;
+    if unknown.is_empty() {
+        Ok(p)
+    } else {
+        Err(PlanErrors(unknown))
+    }
+}
+
+/// Parses and validates plan text, reporting unknown fields and every validation problem
+/// together.
+pub fn compile(yaml: &str) -> Result<(Pipeline, crate::job::graph::Graph), PlanErrors> {
+    let (p, mut errors) = parse_lenient(yaml)?;
+    match validate(&p) {
+        Ok(g) if errors.is_empty() => Ok((p, g)),
+        Ok(_) => Err(PlanErrors(errors)),
+        Err(PlanErrors(more)) => {
+            errors.extend(more);
+            Err(PlanErrors(errors))
+        }
+    }
+}
+
+/// Reads a plan file and [`compile`]s it.
+pub fn compile_file(path: &str) -> Result<(Pipeline, crate::job::graph::Graph), PlanErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PlanErrors::one(path, format!("cannot read the plan: {e}")))?;
+    compile(&text)
+}
+
+/// Parses a plan, returning unknown fields as errors beside it rather than failing on them.
+fn parse_lenient(yaml: &str) -> Result<(Pipeline, Vec<PlanError>), PlanErrors> {
     let mut unknown = Vec::new();
     let de = serde_yaml::Deserializer::from_str(yaml);
     let mut track = serde_path_to_error::Track::new();
@@ -166,8 +203,7 @@ pub fn parse(yaml: &str) -> Result<Pipeline, PlanErrors> {
         });
     });
     match result {
-        Ok(p) if unknown.is_empty() => Ok(p),
-        Ok(_) => Err(PlanErrors(unknown)),
+        Ok(p) => Ok((p, unknown)),
         Err(e) => {
             let path = track.path().to_string();
             let path = if path == "." {
@@ -176,6 +212,9 @@ pub fn parse(yaml: &str) -> Result<Pipeline, PlanErrors> {
                 path
             };
             let mut msg = e.to_string();
+            if let Some(rest) = msg.strip_prefix(&format!("{path}: ")) {
+                msg = rest.to_string();
+            }
             if let Some(i) = msg.find(" at line ") {
                 msg.truncate(i);
             }

@@ -604,6 +604,7 @@ fn step(b: &mut Builder<'_>, i: usize, s: &Step) {
     let kinds = [
         ("filter", s.filter.is_some()),
         ("map", s.map.is_some()),
+        ("split", s.split.is_some()),
         ("aggregate", s.aggregate.is_some()),
         ("top", s.top.is_some()),
         ("join", s.join.is_some()),
@@ -611,7 +612,7 @@ fn step(b: &mut Builder<'_>, i: usize, s: &Step) {
     let set: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
     if set.len() != 1 {
         let msg = if set.is_empty() {
-            "says nothing to do: set one of `filter`, `map`, `aggregate` (with `keyBy` and `window`), `top` or `join`".to_string()
+            "says nothing to do: set one of `filter`, `map`, `split`, `aggregate` (with `keyBy` and `window`), `top` or `join`".to_string()
         } else {
             format!(
                 "sets {}: a step does one thing; split it into several steps",
@@ -673,6 +674,44 @@ fn step(b: &mut Builder<'_>, i: usize, s: &Step) {
         }
         (
             NodeKind::Map(Arc::new(exprs)),
+            Arc::new(Schema::new(fields)),
+            Route::Forward,
+            None,
+        )
+    } else if let Some(sp) = &s.split {
+        let Some(c) = b.compile(&format!("{path}.split.expr"), &sp.expr, &scope) else {
+            return;
+        };
+        if !matches!(c.ty, Type::String | Type::Any) {
+            b.err(
+                format!("{path}.split.expr"),
+                format!("must be a string expression, this is a {:?}", c.ty),
+            );
+            return;
+        }
+        let sep = sp.separator.clone().unwrap_or_else(|| " ".to_string());
+        if sep.is_empty() {
+            b.err(format!("{path}.split.separator"), "must not be empty");
+            return;
+        }
+        if input.index_of(&sp.as_field).is_some() {
+            b.err(
+                format!("{path}.split.as"),
+                format!(
+                    "the input already has a field `{}`: pick another name",
+                    sp.as_field
+                ),
+            );
+            return;
+        }
+        let mut fields: Vec<(String, Type)> = input
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.ty))
+            .collect();
+        fields.push((sp.as_field.clone(), Type::String));
+        (
+            NodeKind::Split(Arc::new((c, sep))),
             Arc::new(Schema::new(fields)),
             Route::Forward,
             None,
