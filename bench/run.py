@@ -5,7 +5,7 @@ Each case runs the release `eddy` binary as a child process on a generated input
 second are over wall time, per CPU-second over the child's own user+system time (the machines
 are shared), peak RSS from the child's rusage. Not a test: no assertion on speed.
 """
-import os, resource, subprocess, sys, tempfile, time
+import os, subprocess, sys, tempfile
 
 EDDY = os.environ.get("EDDY", "target/release/eddy")
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
@@ -25,16 +25,20 @@ def run(plan, count, parallelism, out_dir):
     out = os.path.join(out_dir, "out.jsonl")
     path = os.path.join(out_dir, plan)
     open(path, "w").write(text.replace("__COUNT__", str(count)).replace("__OUT__", out))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    p = subprocess.run([EDDY, "run", "--quiet", "-p", str(parallelism), path], capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
+    # A fresh Python child per case, so its RUSAGE_CHILDREN peak RSS is this eddy run's alone.
+    probe = (
+        "import resource,subprocess,sys,time;t=time.monotonic();"
+        "p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE,text=True);"
+        "w=time.monotonic()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(p.returncode,w,u.ru_utime+u.ru_stime,u.ru_maxrss);sys.stderr.write(p.stderr)"
+    )
+    p = subprocess.run([sys.executable, "-c", probe, EDDY, "run", "--quiet", "-p", str(parallelism), path],
+                       capture_output=True, text=True)
+    code, wall, cpu, rss_kb = p.stdout.split()
+    if code != "0":
         sys.exit(f"bench: {plan} failed: {p.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     results = sum(1 for _ in open(out))
-    return wall, cpu, after.ru_maxrss / 1024, results
+    return float(wall), float(cpu), int(rss_kb) / 1024, results
 
 
 def main():

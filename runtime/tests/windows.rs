@@ -97,7 +97,7 @@ fn reference(recs: &[Rec], kind: Kind, lateness: i64, ooo: i64) -> (Vec<Row>, Ve
                 w.fired = true;
             }
         }
-        wins.retain(|w| !(w.end - 1 + lateness <= wm));
+        wins.retain(|w| w.end - 1 + lateness > wm);
     };
     for chunk in recs.chunks(BATCH_SIZE) {
         for r in chunk {

@@ -218,7 +218,7 @@ impl NexmarkSource {
 
     fn advance(&mut self) {
         self.next += 1;
-        if self.next % 50 == 0 {
+        if self.next.is_multiple_of(50) {
             // Jump to this worker's next epoch.
             self.next += (self.workers - 1) * 50;
         }

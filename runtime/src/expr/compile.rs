@@ -230,16 +230,16 @@ fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
                 Box::new(move |rows: &[&[Value]]| {
                     let absorbing = !is_and;
                     let l = a(rows);
-                    if let Ok(V::Bool(x)) = l {
-                        if x == absorbing {
-                            return Ok(V::Bool(absorbing));
-                        }
+                    if let Ok(V::Bool(x)) = l
+                        && x == absorbing
+                    {
+                        return Ok(V::Bool(absorbing));
                     }
                     let r = b(rows);
-                    if let Ok(V::Bool(x)) = r {
-                        if x == absorbing {
-                            return Ok(V::Bool(absorbing));
-                        }
+                    if let Ok(V::Bool(x)) = r
+                        && x == absorbing
+                    {
+                        return Ok(V::Bool(absorbing));
                     }
                     match (l?, r?) {
                         (V::Bool(_), V::Bool(_)) => Ok(V::Bool(!absorbing)),
@@ -439,10 +439,7 @@ fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
                 Box::new(move |rows: &[&[Value]]| match a(rows)? {
                     V::Int(i) => Ok(V::Int(i)),
                     V::Double(d) => {
-                        if d.is_finite()
-                            && d > -9.223372036854775808e18
-                            && d < 9.223372036854775807e18
-                        {
+                        if d.is_finite() && d >= i64::MIN as f64 && d < i64::MAX as f64 {
                             Ok(V::Int(d.trunc() as i64))
                         } else {
                             Err(EvalError::new("double out of int range"))

@@ -5,6 +5,8 @@
 //! hint, before anything runs.
 
 mod duration;
+mod sources;
+mod steps;
 mod validate;
 
 pub use duration::parse_duration;
