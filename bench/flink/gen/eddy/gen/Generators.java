@@ -61,7 +61,7 @@ public final class Generators {
     }
 
     /** The `generator` source: click events. */
-    public static final class ClickGen {
+    public static final class ClickGen implements java.io.Serializable {
         public final long seed, keys, eventsPerSecond, startTime, maxDisorderMs;
         private final long seedMix;
 
@@ -189,7 +189,7 @@ public final class Generators {
     }
 
     /** The `nexmark` source. The caller picks the indices of its kind (see Kind.of). */
-    public static final class NexmarkGen {
+    public static final class NexmarkGen implements java.io.Serializable {
         public final long seed, eventsPerSecond, startTime;
         private final long seedMix;
 
