@@ -28,8 +28,9 @@ while [ $# -gt 0 ]; do
     *) specs+=("$1"); shift ;;
   esac
 done
-[ -n "$name" ] && [ -n "$out" ] && [ ${#specs[@]} -gt 0 ] || {
-  sed -n '2,8p' "$0" >&2; exit 2; }
+if [ -z "$name" ] || [ -z "$out" ] || [ ${#specs[@]} -eq 0 ]; then
+  sed -n '2,8p' "$0" >&2; exit 2
+fi
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 root=$work/rootfs; mkdir -p "$root"

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # sourced by the other scripts
 # Pinned versions of everything the e2e cluster is built from. Changing one rebuilds just that
 # part: every build lands in a directory named after its version under $EDDY_CACHE.
 K8S_VERSION=v1.35.4
