@@ -39,8 +39,10 @@ COREDNS_IMAGE=eddy.local/coredns:$COREDNS_VERSION
 BUSYBOX_IMAGE=eddy.local/busybox:1.35
 NSPATH=/run/netns/$NETNS
 SOCK=$DIR/containerd/containerd.sock
-# Paths kubelet/CNI write whatever --root-dir says; `down` removes those that `up` created.
-OUTSIDE_PATHS=(/var/lib/kubelet /var/lib/cni /var/log/containers /var/log/pods)
+# Paths written whatever our configs say (kubelet's device-plugins dir, CNI's cache, container
+# log links, containerd 1.6's shim sockets and fifos, `ip netns`'s self-bind-mounted dir);
+# `down` removes those that `up` created.
+OUTSIDE_PATHS=(/var/lib/kubelet /var/lib/cni /var/log/containers /var/log/pods /run/containerd /run/netns)
 # Start order; `down` stops in reverse.
 COMPONENTS=(etcd kube-apiserver apiproxy containerd kube-controller-manager kube-scheduler kubelet kube-proxy)
 
@@ -553,9 +555,15 @@ down() {
   done
   if [ -f "$DIR/created-paths" ]; then
     while read -r m; do
-      case $m in /var/lib/kubelet | /var/lib/cni | /var/log/containers | /var/log/pods)
-        # Only if nothing is still mounted there (rm -rf through a mount deletes its content).
-        grep -q " $m/" /proc/self/mountinfo || rm -rf "$m" ;;
+      case $m in
+        /run/netns)
+          # Another netns made meanwhile keeps it; ours are gone by now.
+          if [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+            umount /run/netns 2>/dev/null || true; rmdir /run/netns 2>/dev/null || true
+          fi ;;
+        /var/lib/kubelet | /var/lib/cni | /var/log/containers | /var/log/pods | /run/containerd)
+          # Only if nothing is still mounted there (rm -rf through a mount deletes its content).
+          grep -q " $m/" /proc/self/mountinfo || rm -rf "$m" ;;
       esac
     done <"$DIR/created-paths"
   fi
