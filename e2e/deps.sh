@@ -8,6 +8,8 @@ need=()
 for p in build-essential cmake clang libclang-dev pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev curl jq; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
+# javac/java: the test that compares the Rust generators with their Java twin (bench/flink/gen).
+command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
