@@ -12,7 +12,7 @@
 # network namespace $EDDY_NETNS, so the node IP, pod bridge, service IPs and DNS exist only
 # there; the host reaches the API through a loopback forwarder (lib/apiproxy.py) only.
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range), used by nothing else here.
-set -euo pipefail
+set -Eeuo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=e2e/lib/versions.sh
 . "$HERE/lib/versions.sh"
@@ -48,7 +48,7 @@ COMPONENTS=(etcd kube-apiserver apiproxy containerd kube-controller-manager kube
 
 log() { echo "cluster: $*" >&2; }
 in_ns() { nsenter --net="$NSPATH" -- "$@"; }
-kc() { "$K8S_BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" "$@"; }
+kc() { "$K8S_BIN/kubectl" --kubeconfig "$DIR/kubeconfig" "$@"; }
 pidof_c() { [ -f "$DIR/pids/$1" ] && cat "$DIR/pids/$1"; }
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 

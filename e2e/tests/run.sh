@@ -18,6 +18,7 @@ MODE=${1:---existing}
 EDDY=${EDDY:-${CARGO_TARGET_DIR:-$REPO/target}/release/eddy}
 IMAGES_DIR=${IMAGES_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/images}
 EDDY_IMAGE=${EDDY_IMAGE:-eddy.local/eddy:dev}
+CRD_FILE=${CRD_FILE:-$REPO/crds/streamjob.yaml}
 BUSYBOX_IMAGE=${BUSYBOX_IMAGE:-eddy.local/busybox:1.35}
 KIND_CLUSTER=${KIND_CLUSTER:-eddy-e2e}
 NS=eddy-e2e-$$
@@ -29,11 +30,14 @@ say() { echo "e2e: $*" >&2; }
 # Local images are never pulled (there is nowhere to pull them from); others may be.
 policy() { case $1 in eddy.local/*) echo Never ;; *) echo IfNotPresent ;; esac; }
 
-# poll LIMIT_S CMD...: retries CMD until it succeeds or LIMIT_S pass; the last output is kept.
+# poll LIMIT_S CMD...: retries CMD until it succeeds or LIMIT_S pass; CMD returning 2 means
+# "never going to succeed" and stops at once. The last output is kept in $WORK/poll.out.
 poll() {
-  local end=$((SECONDS + $1)); shift
-  until "$@" >"$WORK/poll.out" 2>&1; do
-    ((SECONDS < end)) || { cat "$WORK/poll.out"; return 1; }
+  local end=$((SECONDS + $1)) rc; shift
+  while true; do
+    "$@" >"$WORK/poll.out" 2>&1 && return 0
+    rc=$?
+    if ((rc == 2 || SECONDS >= end)); then cat "$WORK/poll.out"; return 1; fi
     sleep 1
   done
 }
@@ -63,11 +67,12 @@ run_test() {
 skip() { echo "$*"; exit 77; }
 fail() { echo "FAILED: $*"; exit 1; }
 
-# job_run NAME IMAGE ARGS...: a Job whose pod sees the examples at /work/examples (ConfigMap)
-# under a writable /work; waits for completion and writes the pod's log to $WORK/NAME.out.
+# job_run NAME IMAGE command|args WORD...: a Job whose pod sees the examples at /work/examples
+# (ConfigMap) under a writable /work, WORDs replacing the image's entrypoint (command) or
+# following it (args); waits for completion and writes the pod's log to $WORK/NAME.out.
 job_run() {
-  local name=$1 image=$2; shift 2
-  local args; args=$(printf '%s\n' "$@" | jq -R . | jq -sc .)
+  local name=$1 image=$2 field=$3; shift 3
+  local words; words=$(printf '%s\n' "$@" | jq -R . | jq -sc .)
   kubectl -n "$NS" apply -f - <<EOF
 apiVersion: batch/v1
 kind: Job
@@ -83,7 +88,7 @@ spec:
       - name: main
         image: $image
         imagePullPolicy: $(policy "$image")
-        args: $args
+        $field: $words
         workingDir: /work
         volumeMounts:
         - {name: work, mountPath: /work}
@@ -92,7 +97,7 @@ spec:
       - {name: work, emptyDir: {}}
       - {name: examples, configMap: {name: examples}}
 EOF
-  if ! kubectl -n "$NS" wait "job/$name" --for=condition=Complete --timeout=240s; then
+  if ! poll 240 job_finished "$name"; then
     kubectl -n "$NS" describe "job/$name" | tail -n 20
     kubectl -n "$NS" logs "job/$name" --tail=50 || true
     fail "job $name did not complete"
@@ -101,6 +106,12 @@ EOF
 }
 
 # ------------------------------------------------------------------------------------- tests
+# Succeeds once the Job completed; gives up (exit 2 ends poll at once) when it failed.
+job_finished() {
+  local s; s=$(kubectl -n "$NS" get "job/$1" -o jsonpath='{.status.succeeded}/{.status.failed}')
+  case $s in 1/*) return 0 ;; */[1-9]*) echo "job $1 failed"; return 2 ;; *) return 1 ;; esac
+}
+
 t_node_ready() {
   kubectl version
   poll 60 kubectl wait node --all --for=condition=Ready --timeout=5s || fail "nodes not Ready"
@@ -110,11 +121,11 @@ t_node_ready() {
 }
 
 t_streamjob_crd() {
-  local crd; crd=$(kubectl apply --dry-run=client -f "$REPO/crds/streamjob.yaml" -o name)
+  local crd; crd=$(kubectl apply --dry-run=client -f "$CRD_FILE" -o name)
   [ -n "$crd" ] || fail "crds/streamjob.yaml names no resource"
   # A CRD already installed (the user's cluster) is not ours to remove afterwards.
   if ! kubectl get "$crd" >/dev/null 2>&1; then echo "$crd" >"$WORK/crd-created"; fi
-  kubectl apply -f "$REPO/crds/streamjob.yaml" || fail "the API server rejected crds/streamjob.yaml"
+  kubectl apply -f "$CRD_FILE" || fail "the API server rejected crds/streamjob.yaml"
   kubectl wait "$crd" --for=condition=Established --timeout=60s
   poll 30 kubectl -n "$NS" get streamjobs || fail "kubectl get streamjobs"
   cat "$WORK/poll.out"
@@ -133,7 +144,7 @@ t_job_busybox() {
   local f=clicks.yaml; [ -f "$REPO/examples/$f" ] || f=lines.txt
   local src=$REPO/examples; [ -d "$src" ] || src=$HERE/fixtures
   local want; want=$(wc -l <"$src/$f")
-  job_run busybox "$BUSYBOX_IMAGE" cat "examples/$f"
+  job_run busybox "$BUSYBOX_IMAGE" command cat "examples/$f"
   local got; got=$(wc -l <"$WORK/busybox.out")
   echo "expected $want lines, got $got"
   [ "$got" -eq "$want" ] || fail "busybox Job printed $got lines, expected $want"
@@ -149,7 +160,7 @@ t_job_eddy() {
     fail "eddy run --quiet examples/clicks.yaml failed on the host"
   [ "$want" -gt 0 ] || skip "eddy prints no result lines on the host (runtime still a stub?)"
   examples_configmap
-  job_run eddy "$EDDY_IMAGE" run --quiet examples/clicks.yaml
+  job_run eddy "$EDDY_IMAGE" args run --quiet examples/clicks.yaml
   local got; got=$(wc -l <"$WORK/eddy.out")
   echo "expected $want result lines, got $got"
   [ "$got" -eq "$want" ] || { tail -n 20 "$WORK/eddy.out"; fail "eddy Job printed $got lines, expected $want"; }
