@@ -5,7 +5,8 @@
 #       mvn package, skipped when the jar is newer than every source; Maven's local repository
 #       is ~/.cache/eddy/m2 (override with EDDY_M2) so the Flink jars are downloaded once.
 #   bench/flink.sh run CASE PARALLELISM COUNT OUTPUT [--state heap|rocksdb] [--input FILE]
-#       CASE: keyed-count | q5 | q5-sql | q7 | q8 | file-count (COUNT is ignored for file-count).
+#       CASE: keyed-count | q5 | q7 | q8 | file-count, each also as CASE-sql (Flink SQL);
+#       COUNT is ignored by file-count.
 #       Prints one line: flink case=... records=... cpu_s=... per_cpu_s=... peak_rss_mb=...
 #   bench/flink.sh dump KIND SEED COUNT [KEYS] [EVENTS_PER_SECOND] [MAX_DISORDER_MS]
 #       The generator's records as JSON lines (KIND: generator | nexmark-bid | nexmark-person |
@@ -33,7 +34,7 @@ build() {
      && [[ -z "$(find "$here/pom.xml" "$here/src" "$here/gen" -newer "$jar" -type f -print -quit)" ]]; then
     return 0
   fi
-  (cd "$here" && mvn -B -q -Dmaven.repo.local="$m2" package)
+  (cd "$here" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$m2" package)
 }
 
 case "${1:-}" in

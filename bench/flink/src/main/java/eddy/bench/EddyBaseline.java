@@ -33,7 +33,7 @@ import eddy.gen.Generators.Person;
  * cases") in a local MiniCluster in this JVM and prints one line of figures.
  *
  * <pre>
- * EddyBaseline --case keyed-count|q5|q5-sql|q7|q8|file-count --parallelism P --output FILE
+ * EddyBaseline --case keyed-count|q5|q7|q8|file-count[-sql] --parallelism P --output FILE
  *              [--count N] [--seed 42] [--state heap|rocksdb] [--input FILE]
  * </pre>
  * No checkpoints, object reuse on, heap state unless --state rocksdb.
@@ -59,30 +59,41 @@ public final class EddyBaseline {
 
         StreamExecutionEnvironment env = environment(p, state);
         DataStream<String> results;
-        switch (caseName) {
-            case "keyed-count":
-                results = keyedCount(clicks(env, seed, count));
+        // A case name ending in -sql runs the Flink SQL version of the case.
+        boolean sql = caseName.endsWith("-sql");
+        String base = sql ? caseName.substring(0, caseName.length() - 4) : caseName;
+        Sql tables = sql ? new Sql(env) : null;
+        switch (base) {
+            case "keyed-count": {
+                DataStream<Click> clicks = clicks(env, seed, count);
+                results = sql ? tables.keyedCount(clicks) : keyedCount(clicks);
                 break;
+            }
             case "file-count": {
                 String input = args.get("input");
                 if (input == null) usage("file-count needs --input FILE");
-                results = keyedCount(env.fromSource(new Sources.JsonLinesClickSource(input),
+                DataStream<Click> clicks = env.fromSource(new Sources.JsonLinesClickSource(input),
                         WatermarkStrategy.<Click>forMonotonousTimestamps().withTimestampAssigner((c, t) -> c.ts),
-                        "json-lines"));
+                        "json-lines");
+                results = sql ? tables.keyedCount(clicks) : keyedCount(clicks);
                 break;
             }
-            case "q5":
-                results = q5(nexmark(env, seed, count, Kind.BID));
+            case "q5": {
+                DataStream<Bid> bids = nexmark(env, seed, count, Kind.BID);
+                results = sql ? tables.q5(bids) : q5(bids);
                 break;
-            case "q5-sql":
-                results = Q5Sql.q5(env, nexmark(env, seed, count, Kind.BID));
+            }
+            case "q7": {
+                DataStream<Bid> bids = nexmark(env, seed, count, Kind.BID);
+                results = sql ? tables.q7(bids) : q7(bids);
                 break;
-            case "q7":
-                results = q7(nexmark(env, seed, count, Kind.BID));
+            }
+            case "q8": {
+                DataStream<Person> persons = nexmark(env, seed, count, Kind.PERSON);
+                DataStream<Auction> auctions = nexmark(env, seed, count, Kind.AUCTION);
+                results = sql ? tables.q8(persons, auctions) : q8(persons, auctions);
                 break;
-            case "q8":
-                results = q8(nexmark(env, seed, count, Kind.PERSON), nexmark(env, seed, count, Kind.AUCTION));
-                break;
+            }
             default:
                 usage("unknown case '" + caseName + "'");
                 return;
@@ -101,7 +112,7 @@ public final class EddyBaseline {
 
     static void usage(String why) {
         System.err.println("EddyBaseline: " + why);
-        System.err.println("usage: EddyBaseline --case keyed-count|q5|q5-sql|q7|q8|file-count --parallelism P"
+        System.err.println("usage: EddyBaseline --case keyed-count|q5|q7|q8|file-count[-sql] --parallelism P"
                 + " --output FILE [--count N] [--seed 42] [--state heap|rocksdb] [--input FILE]");
         System.exit(2);
     }
