@@ -34,7 +34,8 @@ build() {
      && [[ -z "$(find "$here/pom.xml" "$here/src" "$here/gen" -newer "$jar" -type f -print -quit)" ]]; then
     return 0
   fi
-  (cd "$here" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$m2" package)
+  # Maven's output goes to stderr: stdout is the benchmark's one line.
+  (cd "$here" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$m2" package) >&2
 }
 
 case "${1:-}" in
@@ -57,7 +58,7 @@ case "${1:-}" in
     exec java -cp "$jar" eddy.gen.Dump "$@"
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
     exit 2
     ;;
 esac
