@@ -4,7 +4,7 @@
 #   bench/flink.sh build
 #       mvn package, skipped when the jar is newer than every source; Maven's local repository
 #       is ~/.cache/eddy/m2 (override with EDDY_M2) so the Flink jars are downloaded once.
-#   bench/flink.sh run CASE PARALLELISM COUNT OUTPUT [--state heap|rocksdb] [--input FILE]
+#   bench/flink.sh run CASE PARALLELISM COUNT OUTPUT [--state heap|rocksdb] [--input FILE] [--warmup N]
 #       CASE: keyed-count | q5 | q7 | q8 | file-count, each also as CASE-sql (Flink SQL);
 #       COUNT is ignored by file-count.
 #       Prints one line: flink case=... records=... cpu_s=... per_cpu_s=... peak_rss_mb=...

@@ -99,10 +99,13 @@ final class Sources {
         // A system property so that tests can use tiny chunks and hit the edge cases.
         static final long CHUNK = Long.getLong("eddy.bench.chunk", 4 << 20);
         private final String path;
+        private final long limit;
 
-        JsonLinesClickSource(String path) {
+        /** Reads the file's lines, at most `limit` of them (for the warm-up). */
+        JsonLinesClickSource(String path, long limit) {
             super(TypeInformation.of(Click.class));
             this.path = path;
+            this.limit = limit;
         }
 
         @Override
@@ -168,9 +171,13 @@ final class Sources {
                     }
                 }
 
+                // The warm-up's limit, dealt like the generators' indices.
+                final long perSplit = limit / numSplits + (split < limit % numSplits ? 1 : 0);
+                long emitted;
+
                 @Override
                 public Click next() throws IOException {
-                    while (true) {
+                    while (emitted < perSplit) {
                         if (bufOffset + pos >= chunkEnd) {
                             if (!nextChunk()) return null;
                             continue;
@@ -184,9 +191,11 @@ final class Sources {
                         int lineStart = pos;
                         pos = scan < lim ? scan + 1 : lim;
                         if (scan > lineStart && !isBlank(buf, lineStart, scan)) {
+                            emitted++;
                             return reader.readValue(buf, lineStart, scan - lineStart);
                         }
                     }
+                    return null;
                 }
 
                 @Override
