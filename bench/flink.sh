@@ -4,7 +4,7 @@
 #   bench/flink.sh build
 #       mvn package, skipped when the jar is newer than every source; Maven's local repository
 #       is ~/.cache/eddy/m2 (override with EDDY_M2) so the Flink jars are downloaded once.
-#   bench/flink.sh run CASE PARALLELISM COUNT OUTPUT [--state heap|rocksdb] [--input FILE]
+#   bench/flink.sh run CASE PARALLELISM COUNT OUTPUT [--state heap|rocksdb] [--input FILE] [--warmup N]
 #       CASE: keyed-count | q5 | q7 | q8 | file-count, each also as CASE-sql (Flink SQL);
 #       COUNT is ignored by file-count.
 #       Prints one line: flink case=... records=... cpu_s=... per_cpu_s=... peak_rss_mb=...
@@ -34,7 +34,8 @@ build() {
      && [[ -z "$(find "$here/pom.xml" "$here/src" "$here/gen" -newer "$jar" -type f -print -quit)" ]]; then
     return 0
   fi
-  (cd "$here" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$m2" package)
+  # Maven's output goes to stderr: stdout is the benchmark's one line.
+  (cd "$here" && mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$m2" package) >&2
 }
 
 case "${1:-}" in
@@ -57,7 +58,7 @@ case "${1:-}" in
     exec java -cp "$jar" eddy.gen.Dump "$@"
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
     exit 2
     ;;
 esac

@@ -34,9 +34,10 @@ import eddy.gen.Generators.Person;
  *
  * <pre>
  * EddyBaseline --case keyed-count|q5|q7|q8|file-count[-sql] --parallelism P --output FILE
- *              [--count N] [--seed 42] [--state heap|rocksdb] [--input FILE]
+ *              [--count N] [--seed 42] [--state heap|rocksdb] [--input FILE] [--warmup N]
  * </pre>
- * No checkpoints, object reuse on, heap state unless --state rocksdb.
+ * No checkpoints, object reuse on, heap state unless --state rocksdb. --warmup N first runs the
+ * job on N records (file-count: N lines) unmeasured, in the same JVM.
  */
 public final class EddyBaseline {
     static final long SEED = Generators.DEFAULT_SEED;
@@ -57,7 +58,34 @@ public final class EddyBaseline {
         String output = args.get("output");
         if (output == null) usage("--output is required");
 
+        String input = args.get("input");
+        long warmup = Long.parseLong(args.getOrDefault("warmup", "0"));
+
+        if (warmup > 0) {
+            // A first, unmeasured job of `warmup` records in this JVM, so that the measured job
+            // runs JIT-compiled code, as a long-running Flink job would.
+            StreamExecutionEnvironment env = environment(p, state);
+            pipeline(env, caseName, seed, warmup, input, warmup).sinkTo(new JsonLinesSink("/dev/null"));
+            env.execute("eddy-baseline warm-up " + caseName);
+            Meter.reset();
+        }
         StreamExecutionEnvironment env = environment(p, state);
+        pipeline(env, caseName, seed, count, input, Long.MAX_VALUE)
+                .sinkTo(new JsonLinesSink(output)).name("json-lines-sink");
+        env.execute("eddy-baseline " + caseName);
+
+        System.out.println(Meter.report(caseName, p, state));
+        concatParts(output, p);
+        if (rocksDir != null) {
+            try (var files = Files.walk(rocksDir)) {
+                files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+            }
+        }
+    }
+
+    /** The case's job on env; fileLimit bounds the lines file-count reads (for the warm-up). */
+    static DataStream<String> pipeline(StreamExecutionEnvironment env, String caseName, long seed, long count,
+            String input, long fileLimit) {
         DataStream<String> results;
         // A case name ending in -sql runs the Flink SQL version of the case.
         boolean sql = caseName.endsWith("-sql");
@@ -70,9 +98,8 @@ public final class EddyBaseline {
                 break;
             }
             case "file-count": {
-                String input = args.get("input");
                 if (input == null) usage("file-count needs --input FILE");
-                DataStream<Click> clicks = env.fromSource(new Sources.JsonLinesClickSource(input),
+                DataStream<Click> clicks = env.fromSource(new Sources.JsonLinesClickSource(input, fileLimit),
                         WatermarkStrategy.<Click>forMonotonousTimestamps().withTimestampAssigner((c, t) -> c.ts),
                         "json-lines");
                 results = sql ? tables.keyedCount(clicks) : keyedCount(clicks);
@@ -96,24 +123,14 @@ public final class EddyBaseline {
             }
             default:
                 usage("unknown case '" + caseName + "'");
-                return;
+                return null;
         }
-        results.sinkTo(new JsonLinesSink(output)).name("json-lines-sink");
-        env.execute("eddy-baseline " + caseName);
-
-        System.out.println(Meter.report(caseName, p, state));
-        concatParts(output, p);
-        if (rocksDir != null) {
-            try (var files = Files.walk(rocksDir)) {
-                files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-            }
-        }
+        return results;
     }
-
     static void usage(String why) {
         System.err.println("EddyBaseline: " + why);
         System.err.println("usage: EddyBaseline --case keyed-count|q5|q7|q8|file-count[-sql] --parallelism P"
-                + " --output FILE [--count N] [--seed 42] [--state heap|rocksdb] [--input FILE]");
+                + " --output FILE [--count N] [--seed 42] [--state heap|rocksdb] [--input FILE] [--warmup N]");
         System.exit(2);
     }
 
@@ -128,7 +145,7 @@ public final class EddyBaseline {
                 break;
             case "rocksdb":
                 c.put("state.backend.type", "rocksdb");
-                rocksDir = Files.createTempDirectory("eddy-flink-rocksdb");
+                if (rocksDir == null) rocksDir = Files.createTempDirectory("eddy-flink-rocksdb");
                 c.put("state.backend.rocksdb.localdir", rocksDir.toString());
                 break;
             default:

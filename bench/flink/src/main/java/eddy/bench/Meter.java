@@ -25,6 +25,11 @@ public final class Meter {
         }
     }
 
+    /** Forgets a finished (warm-up) job. */
+    static synchronized void reset() {
+        startWall = startCpu = endWall = endCpu = records = results = 0;
+    }
+
     static synchronized void addRecords(long n) {
         records += n;
     }

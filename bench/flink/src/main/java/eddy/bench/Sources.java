@@ -89,41 +89,54 @@ final class Sources {
 
     /**
      * A JSON-lines file of `generator` records, parsed with the Jackson that Flink ships (shaded).
-     * Split s of S reads the lines that start in bytes [s*len/S, (s+1)*len/S): each split is a
-     * contiguous part of the file, so its timestamps stay monotonous when the file's are.
+     * The file is cut into 4 MiB chunks dealt round-robin: split s of S reads the lines that start
+     * in chunks s, s+S, s+2S, ... Contiguous halves would be simpler, but the second half's
+     * windows could then not fire until the first half was read (the watermark is the minimum
+     * over splits), holding half the file's windows in state; dealt chunks keep the splits
+     * within a few chunks of event time of each other, like the generators' i mod S splits.
      */
     static final class JsonLinesClickSource extends SplitSource<Click> {
+        // A system property so that tests can use tiny chunks and hit the edge cases.
+        static final long CHUNK = Long.getLong("eddy.bench.chunk", 4 << 20);
         private final String path;
+        private final long limit;
 
-        JsonLinesClickSource(String path) {
+        /** Reads the file's lines, at most `limit` of them (for the warm-up). */
+        JsonLinesClickSource(String path, long limit) {
             super(TypeInformation.of(Click.class));
             this.path = path;
+            this.limit = limit;
         }
 
         @Override
         protected Cursor<Click> open(int split, int numSplits) throws IOException {
             RandomAccessFile file = new RandomAccessFile(path, "r");
             long len = file.length();
-            long start = len * split / numSplits;
-            long end = len * (split + 1) / numSplits;
             ObjectReader reader = new ObjectMapper()
                     .disable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
                     .readerFor(Click.class);
             return new Cursor<>() {
                 final byte[] buf = new byte[1 << 20];
                 int pos, lim;
-                long bufOffset = start; // file offset of buf[0]
-                boolean eof;
+                long bufOffset; // file offset of buf[0]
+                boolean eof; // buf holds the file's last bytes
+                long chunk = split - numSplits; // the chunk being read
+                long chunkEnd = -1; // lines starting before this offset are this chunk's
 
-                {
-                    // A line belongs to the split holding its first byte: unless at the file's
-                    // start, skip the line in progress at `start` (it began at or before start-1).
-                    if (start > 0) {
-                        bufOffset = start - 1;
-                        file.seek(start - 1);
-                        if (skipLine() < 0) eof = true;
-                    } else {
-                        file.seek(0);
+                /** Moves to this split's next chunk; false when there is none. */
+                private boolean nextChunk() throws IOException {
+                    while (true) {
+                        chunk += numSplits;
+                        long start = chunk * CHUNK;
+                        if (start >= len) return false;
+                        chunkEnd = Math.min(start + CHUNK, len);
+                        // A line belongs to the chunk holding its first byte: unless at the
+                        // file's start, skip the line in progress at `start` (read from start-1).
+                        bufOffset = start == 0 ? 0 : start - 1;
+                        file.seek(bufOffset);
+                        pos = lim = 0;
+                        eof = false;
+                        if (start == 0 || skipLine()) return true;
                     }
                 }
 
@@ -137,43 +150,49 @@ final class Sources {
                     }
                     if (lim == buf.length) throw new IOException("line longer than " + buf.length + " bytes");
                     int n = file.read(buf, lim, buf.length - lim);
-                    if (n <= 0) return false;
+                    if (n <= 0) {
+                        eof = true;
+                        return false;
+                    }
                     lim += n;
                     return true;
                 }
 
-                private int skipLine() throws IOException {
+                /** Skips past the next newline; false if the file ends first. */
+                private boolean skipLine() throws IOException {
                     while (true) {
                         for (; pos < lim; pos++) {
                             if (buf[pos] == '\n') {
                                 pos++;
-                                return 0;
+                                return true;
                             }
                         }
-                        if (!fill()) return -1;
+                        if (!fill()) return false;
                     }
                 }
 
+                // The warm-up's limit, dealt like the generators' indices.
+                final long perSplit = limit / numSplits + (split < limit % numSplits ? 1 : 0);
+                long emitted;
+
                 @Override
                 public Click next() throws IOException {
-                    while (!eof) {
-                        if (bufOffset + pos >= end) return null;
+                    while (emitted < perSplit) {
+                        if (bufOffset + pos >= chunkEnd) {
+                            if (!nextChunk()) return null;
+                            continue;
+                        }
                         int scan = pos;
-                        while (true) {
-                            while (scan < lim && buf[scan] != '\n') scan++;
-                            if (scan < lim) break;
-                            int consumed = pos;
-                            if (!fill()) {
-                                eof = true;
-                                break;
-                            }
-                            scan -= consumed;
+                        while (scan < lim && buf[scan] != '\n') scan++;
+                        if (scan == lim && !eof) {
+                            fill(); // no whole line in buf yet: read more (compacts to pos 0)
+                            continue;
                         }
                         int lineStart = pos;
-                        int lineEnd = eof ? lim : scan;
-                        pos = eof ? lim : scan + 1;
-                        if (lineEnd > lineStart && !isBlank(buf, lineStart, lineEnd)) {
-                            return reader.readValue(buf, lineStart, lineEnd - lineStart);
+                        pos = scan < lim ? scan + 1 : lim;
+                        if (scan > lineStart && !isBlank(buf, lineStart, scan)) {
+                            emitted++;
+                            return reader.readValue(buf, lineStart, scan - lineStart);
                         }
                     }
                     return null;
