@@ -1,59 +1,159 @@
 #!/usr/bin/env python3
-"""Runs Eddy's benchmark cases and prints one line per case.
+"""`make bench`: Eddy and Apache Flink side by side on the same generated data.
 
-Each case runs the release `eddy` binary as a child process on a generated input; records per
-second are over wall time, per CPU-second over the child's own user+system time (the machines
-are shared), peak RSS from the child's rusage. Not a test: no assertion on speed.
+For each case and parallelism it runs Eddy (`eddy run`) and the Flink baseline
+(`bench/flink.sh run`, a MiniCluster in one JVM) alternately, checks that both produced the same
+results (as multisets, `bench/compare.py`), and prints
+
+  bench <case>-p<P> eddy_per_cpu_s=<median> flink_per_cpu_s=<median> ratio=<x> eddy_peak_rss_mb=<n> results_match=<yes|no> ...
+
+Records per CPU-second use each process's own CPU time from the OS (user + system), because these
+machines are shared. Flink's clock runs from its first source record to its last result (JVM and
+MiniCluster start-up excluded, measured inside the JVM); Eddy's covers its whole process, start-up
+included (a few milliseconds), so the comparison is slightly unfavourable to Eddy. "records" are
+the records the sources emit (bids only for q5/q7, persons and auctions for q8), counted the same
+way for both. A ratio is printed only when the results match.
+
+QUICK=1: small inputs, one run each, DataStream Flink only: checks that every case works and that
+the results match; asserts nothing about time. Otherwise: a warm-up run of each engine, then
+BENCH_RUNS (default 3) alternating runs, medians with min-max, and the faster of Flink's DataStream
+and SQL versions. Exits 1 if any case's results differ.
 """
-import os, subprocess, sys, tempfile
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 
 EDDY = os.environ.get("EDDY", "target/release/eddy")
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
-HERE = os.path.dirname(os.path.abspath(__file__))
+RUNS = 1 if QUICK else int(os.environ.get("BENCH_RUNS", "3"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLINK = os.path.join(ROOT, "bench", "flink.sh")
 
+
+def bids(n):
+    return n // 50 * 46 + max(0, n % 50 - 4)
+
+
+def persons_auctions(n):
+    return n // 50 * 4 + min(n % 50, 4)
+
+
+# name, Eddy plan, full-size count, records the sources emit for that count
 CASES = [
-    # name, plan, records, parallelism
-    ("keyed-count-p1", "keyed-count.yaml", 20_000_000, 1),
-    ("keyed-count-p2", "keyed-count.yaml", 20_000_000, 2),
-    ("q5-p1", "q5.yaml", 10_000_000, 1),
-    ("session-p1", "session.yaml", 10_000_000, 1),
+    ("keyed-count", "keyed-count.yaml", 5_000_000, lambda n: n),
+    ("q5", "q5.yaml", 5_000_000, bids),
+    ("q7", "q7.yaml", 10_000_000, bids),
+    ("q8", "q8.yaml", 20_000_000, persons_auctions),
+    ("file-count", "file-count.yaml", 5_000_000, lambda n: n),
 ]
+EDDY_ONLY = [("session", "session.yaml", 5_000_000)]
 
 
-def run(plan, count, parallelism, out_dir):
-    text = open(os.path.join(HERE, "plans", plan)).read()
-    out = os.path.join(out_dir, "out.jsonl")
-    path = os.path.join(out_dir, plan)
-    open(path, "w").write(text.replace("__COUNT__", str(count)).replace("__OUT__", out))
-    # A fresh Python child per case, so its RUSAGE_CHILDREN peak RSS is this eddy run's alone.
+def size(n):
+    return max(n // 25, 50_000) if QUICK else n
+
+
+def eddy_run(plan, count, p, out, input_file=None):
+    """One `eddy run` in a fresh child process; returns (cpu_s, wall_s, peak_rss_mb)."""
+    text = open(os.path.join(ROOT, "bench", "plans", plan)).read()
+    text = text.replace("__COUNT__", str(count)).replace("__OUT__", out).replace("__INPUT__", input_file or "")
+    path = out + ".plan.yaml"
+    with open(path, "w") as f:
+        f.write(text)
+    # A fresh Python child per run, so RUSAGE_CHILDREN is this eddy process's alone.
     probe = (
         "import resource,subprocess,sys,time;t=time.monotonic();"
         "p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE,text=True);"
         "w=time.monotonic()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN);"
         "print(p.returncode,w,u.ru_utime+u.ru_stime,u.ru_maxrss);sys.stderr.write(p.stderr)"
     )
-    p = subprocess.run([sys.executable, "-c", probe, EDDY, "run", "--quiet", "-p", str(parallelism), path],
+    r = subprocess.run([sys.executable, "-c", probe, EDDY, "run", "--quiet", "-p", str(p), path],
                        capture_output=True, text=True)
-    code, wall, cpu, rss_kb = p.stdout.split()
+    code, wall, cpu, rss = r.stdout.split()
     if code != "0":
-        sys.exit(f"bench: {plan} failed: {p.stderr}")
-    results = sum(1 for _ in open(out))
-    return float(wall), float(cpu), int(rss_kb) / 1024, results
+        sys.exit(f"bench: eddy {plan} P={p} failed:\n{r.stderr}")
+    return float(cpu), float(wall), int(rss) / 1024
+
+
+def flink_run(case, count, p, out, input_file=None, warmup=False):
+    """One Flink baseline run; returns its records per CPU-second."""
+    cmd = [FLINK, "run", case, str(p), str(count), out]
+    if input_file:
+        cmd += ["--input", input_file]
+    if warmup:
+        cmd += ["--warmup", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("flink ")), None)
+    if r.returncode != 0 or line is None:
+        sys.exit(f"bench: flink {case} P={p} failed:\n{r.stderr[-3000:]}")
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    return float(fields["per_cpu_s"])
+
+
+def same(a, b):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "compare.py"), a, b], capture_output=True, text=True)
+    return r.returncode == 0, r.stdout.strip() + " " + r.stderr.strip()
+
+
+def fmt(x):
+    return f"{x:.0f}"
 
 
 def main():
+    subprocess.run([FLINK, "build"], check=True)
+    ok = True
     with tempfile.TemporaryDirectory() as d:
-        for name, plan, count, par in CASES:
-            if QUICK:
-                count //= 100
-            wall, cpu, rss, results = run(plan, count, par, d)
-            if results == 0:
-                sys.exit(f"bench: {name} produced no results")
-            print(
-                f"bench {name} records_per_sec={count / wall:.0f} records_per_cpu_s={count / max(cpu, 1e-9):.0f} "
-                f"peak_rss_mb={rss:.0f} records={count} results={results}",
-                flush=True,
-            )
+        clicks = os.path.join(d, "clicks.jsonl")
+        for name, plan, full, records_of in CASES:
+            n = size(full)
+            input_file = None
+            if name == "file-count":
+                with open(clicks, "w") as f:
+                    subprocess.run([FLINK, "dump", "generator", "42", str(n), "10000"], stdout=f, check=True)
+                input_file = clicks
+            records = records_of(n)
+            for p in (1, 2):
+                eo, fo = os.path.join(d, "eddy.jsonl"), os.path.join(d, "flink.jsonl")
+                variants = ["datastream"] if QUICK else ["datastream", "sql"]
+                if not QUICK:
+                    eddy_run(plan, n, p, eo, input_file)  # warm-up (page cache, allocator)
+                eddy_cpu, eddy_rss = [], 0.0
+                flink = {v: [] for v in variants}
+                match, detail = True, ""
+                for i in range(RUNS):
+                    cpu, _, rss = eddy_run(plan, n, p, eo, input_file)
+                    eddy_cpu.append(records / cpu)
+                    eddy_rss = max(eddy_rss, rss)
+                    for v in variants:
+                        case = name if v == "datastream" else name + "-sql"
+                        flink[v].append(flink_run(case, n, p, fo, input_file, warmup=not QUICK))
+                        if i == 0:
+                            m, why = same(eo, fo)
+                            if not m:
+                                match, detail = False, f"{v}: {why}"
+                best = max(variants, key=lambda v: statistics.median(flink[v]))
+                e, f_ = statistics.median(eddy_cpu), statistics.median(flink[best])
+                ratio = f"{e / f_:.2f}" if match else "n/a"
+                print(
+                    f"bench {name}-p{p} eddy_per_cpu_s={fmt(e)} flink_per_cpu_s={fmt(f_)} ratio={ratio} "
+                    f"eddy_peak_rss_mb={eddy_rss:.0f} results_match={'yes' if match else 'no'} "
+                    f"eddy_range={fmt(min(eddy_cpu))}-{fmt(max(eddy_cpu))} "
+                    f"flink_range={fmt(min(flink[best]))}-{fmt(max(flink[best]))} flink_variant={best} "
+                    f"records={records} runs={RUNS}",
+                    flush=True,
+                )
+                if not match:
+                    ok = False
+                    print(f"  mismatch: {detail}", file=sys.stderr)
+        for name, plan, full in EDDY_ONLY:
+            n = size(full)
+            out = os.path.join(d, "eddy.jsonl")
+            cpu, wall, rss = eddy_run(plan, n, 1, out)
+            print(f"bench {name}-p1 records_per_sec={n / wall:.0f} eddy_per_cpu_s={n / cpu:.0f} peak_rss_mb={rss:.0f}", flush=True)
+    if not ok:
+        sys.exit("bench: Eddy's and Flink's results differ (see above)")
 
 
 if __name__ == "__main__":

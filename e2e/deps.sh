@@ -10,6 +10,8 @@ for p in build-essential cmake clang libclang-dev pkg-config libssl-dev libcurl4
 done
 # javac/java: the test that compares the Rust generators with their Java twin (bench/flink/gen).
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+# mvn: builds the Apache Flink baseline of `make bench` (bench/flink).
+command -v mvn >/dev/null || need+=(maven)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
