@@ -470,16 +470,35 @@ our_pid() {
     echo "$pid"
 }
 
-# Our containers' network namespaces: containerd names them /run/netns/cni-*; ours are those
-# whose interface has an address in our pod range.
+# Our containers' network namespaces: containerd names them /run/netns/cni-<uuid>. Ours are
+# those our containerd recorded (its metadata db and runc state keep each sandbox's netns path,
+# also after the sandbox stopped and CNI removed its interface) or, failing that, those with an
+# address in our pod range.
 our_cni_netns() {
   local f prefix=${POD_CIDR%.*}.
-  for f in /run/netns/cni-*; do
-    [ -e "$f" ] || continue
-    if nsenter --net="$f" -- ip -4 -o addr show 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then
-      echo "$f"
+  {
+    if [ -d "$DIR/containerd" ] || [ -d "$DIR/runc" ]; then
+      grep -rahoE '/(var/)?run/netns/cni-[0-9a-f-]{36}' "$DIR/containerd/root" "$DIR/runc" \
+        "$DIR/containerd/state" 2>/dev/null | sed 's,^/var/run/,/run/,'
     fi
+    for f in /run/netns/cni-*; do
+      [ -e "$f" ] || continue
+      if nsenter --net="$f" -- ip -4 -o addr show 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then
+        echo "$f"
+      fi
+    done
+  } | sort -u | while read -r f; do [ -e "$f" ] && echo "$f"; done
+  return 0
+}
+
+# umount_all PATH: a path can carry several stacked mounts (propagation, repeated binds).
+umount_all() {
+  local i
+  for i in 1 2 3 4 5 6 7 8; do
+    mountpoint -q "$1" 2>/dev/null || return 0
+    umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
   done
+  ! mountpoint -q "$1" 2>/dev/null
 }
 
 # Pids of processes inside our namespace or our pods' namespaces, or shims serving our socket.
@@ -498,17 +517,9 @@ stray_pids() {
   done
 }
 
-our_mounts() { # deepest first
-  awk -v d="$DIR/" -v ns="/run/netns/" '
-    { m = $5; gsub(/\\040/, " ", m)
-      if (index(m "/", d) == 1 || m == d) print m
-      else if (index(m, ns) == 1) print m }' /proc/self/mountinfo | sort -r |
-    while read -r m; do
-      case $m in
-        /run/netns/*) { [ "$m" = "$NSPATH" ] || our_cni_netns | grep -qx "$m"; } && echo "$m" ;;
-        *) echo "$m" ;;
-      esac
-    done
+our_mounts() { # under our dir, deepest first (pod netns and ours are handled on their own)
+  awk -v d="$DIR/" '{ m = $5; gsub(/\\040/, " ", m); if (index(m "/", d) == 1) print m }' \
+    /proc/self/mountinfo | sort -ru
 }
 
 cgroup_dirs() { # kubepods trees in every v1 hierarchy (and the v2 one, if kubelet used it)
@@ -545,10 +556,12 @@ down() {
   while pid=$(stray_pids) && [ -n "$pid" ] && ((tries++ < 5)); do
     for p in $pid; do stop_pid "$p" 5; done
   done
-  local m
-  for m in $(our_mounts); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-  for m in $(our_cni_netns); do rm -f "$m"; done
-  [ ! -e "$NSPATH" ] || ip netns delete "$NETNS" 2>/dev/null || rm -f "$NSPATH"
+  # From here on every step is tolerant: a step that fails must not keep the later ones from
+  # running; `leftovers` at the end says what, if anything, remains.
+  local m cni; cni=$(our_cni_netns)
+  for m in $(our_mounts); do umount_all "$m" || true; done
+  for m in $cni; do if umount_all "$m"; then rm -f "$m"; fi; done
+  if [ -e "$NSPATH" ] && umount_all "$NSPATH"; then rm -f "$NSPATH"; fi
   local d
   for d in $(cgroup_dirs); do
     find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
@@ -563,7 +576,7 @@ down() {
           fi ;;
         /var/lib/kubelet | /var/lib/cni | /var/log/containers | /var/log/pods | /run/containerd)
           # Only if nothing is still mounted there (rm -rf through a mount deletes its content).
-          grep -q " $m/" /proc/self/mountinfo || rm -rf "$m" ;;
+          grep -q " $m/" /proc/self/mountinfo || rm -rf "$m" || true ;;
       esac
     done <"$DIR/created-paths"
   fi
@@ -587,7 +600,9 @@ leftovers() {
   x=$(awk -v d="$DIR" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo)
   [ -z "$x" ] || { echo "leftover mounts: $x"; bad=1; }
   [ ! -e "$NSPATH" ] || { echo "leftover netns: $NSPATH"; bad=1; }
-  x=$(our_cni_netns); [ -z "$x" ] || { echo "leftover pod netns: $x"; bad=1; }
+  # Once our dir is gone nothing says which pod netns were ours: any left is suspect here.
+  x=$( { our_cni_netns; ls -d /run/netns/cni-* 2>/dev/null; } | sort -u)
+  [ -z "$x" ] || { echo "leftover pod netns (ours or another containerd's): $x"; bad=1; }
   x=$(cgroup_dirs); [ -z "$x" ] || { echo "leftover cgroups: $x"; bad=1; }
   [ ! -e "$DIR" ] || { echo "leftover dir: $DIR"; bad=1; }
   # iptables rules lived in the namespace and die with it; a host rule naming our ranges would not.

@@ -151,6 +151,13 @@ t_job_busybox() {
   cmp "$src/$f" "$WORK/busybox.out" || fail "busybox Job output differs from examples/$f"
 }
 
+t_eddy_image() {
+  # The image starts at all: entrypoint, copied shared libraries, non-root user, the mounts.
+  examples_configmap
+  job_run eddy-help "$EDDY_IMAGE" args --help
+  head -n 5 "$WORK/eddy-help.out"
+}
+
 t_job_eddy() {
   [ -f "$REPO/examples/clicks.yaml" ] || skip "no examples/clicks.yaml in this tree yet"
   [ -x "$EDDY" ] || fail "no eddy binary at $EDDY (make release)"
@@ -247,6 +254,7 @@ suite() {
   run_test node_ready
   run_test streamjob_crd
   run_test job_busybox
+  run_test eddy_image
   run_test job_eddy
   run_test statefulset_dns
   run_test helm
