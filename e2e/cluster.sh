@@ -601,12 +601,12 @@ leftovers() {
   [ -z "$x" ] || { echo "leftover mounts: $x"; bad=1; }
   [ ! -e "$NSPATH" ] || { echo "leftover netns: $NSPATH"; bad=1; }
   # Once our dir is gone nothing says which pod netns were ours: any left is suspect here.
-  x=$( { our_cni_netns; ls -d /run/netns/cni-* 2>/dev/null; } | sort -u)
+  x=$( { our_cni_netns; ls -d /run/netns/cni-* 2>/dev/null || true; } | sort -u)
   [ -z "$x" ] || { echo "leftover pod netns (ours or another containerd's): $x"; bad=1; }
   x=$(cgroup_dirs); [ -z "$x" ] || { echo "leftover cgroups: $x"; bad=1; }
   [ ! -e "$DIR" ] || { echo "leftover dir: $DIR"; bad=1; }
   # iptables rules lived in the namespace and die with it; a host rule naming our ranges would not.
-  x=$( { iptables-save 2>/dev/null || true; } | grep -E '198\.18\.|KUBE-' | head -5)
+  x=$( { iptables-save 2>/dev/null || true; } | { grep -E '198\.18\.|KUBE-' || true; } | head -5)
   [ -z "$x" ] || { echo "leftover host iptables rules: $x"; bad=1; }
   return $bad
 }
