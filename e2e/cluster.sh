@@ -13,6 +13,8 @@
 # there; the host reaches the API through a loopback forwarder (lib/apiproxy.py) only.
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range), used by nothing else here.
 set -Eeuo pipefail
+# EDDY_TRACE=1: trace with timestamps, to see where time goes.
+if [ -n "${EDDY_TRACE:-}" ]; then PS4='+ $(date +%T.%N) '; set -x; fi
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=e2e/lib/versions.sh
 . "$HERE/lib/versions.sh"
@@ -447,19 +449,26 @@ on_fail() {
 # ------------------------------------------------------------------------------------ teardown
 ns_inode() { stat -L -c %i "$NSPATH" 2>/dev/null; }
 
-# stop_pid PID LIMIT: TERM, wait up to LIMIT s for it to be gone, then KILL and wait again.
-stop_pid() {
-  local pid=$1 limit=$2 end
-  alive "$pid" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
+# stop_pids LIMIT PID...: TERM them all at once (each takes a second or three to shut down
+# gracefully; in parallel that is paid once), wait up to LIMIT s for all to be gone, then KILL.
+stop_pids() {
+  local limit=$1 end p left; shift
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
   end=$((SECONDS + limit))
-  while alive "$pid" && ((SECONDS < end)); do sleep 0.2; done
-  if alive "$pid"; then
-    kill -KILL "$pid" 2>/dev/null || true
-    end=$((SECONDS + 10))
-    while alive "$pid" && ((SECONDS < end)); do sleep 0.2; done
-  fi
+  while ((SECONDS < end)); do
+    left=""; for p in "$@"; do alive "$p" && left+=" $p"; done
+    [ -n "$left" ] || return 0
+    sleep 0.1
+  done
+  log "still running after ${limit} s, killing:$left"
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null || true
+  end=$((SECONDS + 10))
+  for p in $left; do while alive "$p" && ((SECONDS < end)); do sleep 0.1; done; done
 }
+# our_pids NAME...: the recorded pids of those components that still run
+our_pids() { local c; for c in "$@"; do our_pid "$c" || true; done; }
 
 # A recorded pid is only ours if it still runs the binary we started (pids get reused).
 our_pid() {
@@ -493,28 +502,30 @@ our_cni_netns() {
 
 # umount_all PATH: a path can carry several stacked mounts (propagation, repeated binds).
 umount_all() {
-  local i
-  for i in 1 2 3 4 5 6 7 8; do
+  local _
+  for _ in 1 2 3 4 5 6 7 8; do
     mountpoint -q "$1" 2>/dev/null || return 0
     umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
   done
   ! mountpoint -q "$1" 2>/dev/null
 }
 
-# Pids of processes inside our namespace or our pods' namespaces, or shims serving our socket.
+# Pids of processes inside our namespace or our pods' namespaces, or shims serving our socket
+# (one stat and one grep over /proc, not a few processes per pid: down runs this in a loop).
 stray_pids() {
-  local inodes=() f p ino
-  ino=$(ns_inode) && inodes+=("$ino")
-  for f in $(our_cni_netns); do inodes+=("$(stat -L -c %i "$f")"); done
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    [ "$p" = "$$" ] && continue
-    if ((${#inodes[@]})); then
-      ino=$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null) || continue
-      local i; for i in "${inodes[@]}"; do [ "$ino" = "$i" ] && { echo "$p"; continue 2; }; done
+  local inodes=" " f
+  f=$(ns_inode) && inodes+="$f "
+  for f in $(our_cni_netns); do inodes+="$(stat -L -c %i "$f") "; done
+  {
+    if [ "$inodes" != " " ]; then
+      stat -L -c '%n %i' /proc/[0-9]*/ns/net 2>/dev/null |
+        while read -r f ino; do
+          case $inodes in *" $ino "*) f=${f#/proc/}; echo "${f%%/*}" ;; esac
+        done
     fi
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "-address $SOCK"; then echo "$p"; fi
-  done
+    # "-address<NUL>SOCK": a pattern that our own grep's command line cannot contain.
+    grep -alsP -- "-address\\x00\\Q$SOCK\\E(\\x00|$)" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 || true
+  } | sort -un | { grep -vx "$$" || true; }
 }
 
 our_mounts() { # under our dir, deepest first (pod netns and ours are handled on their own)
@@ -532,10 +543,9 @@ cgroup_dirs() { # kubepods trees in every v1 hierarchy (and the v2 one, if kubel
 
 down() {
   local t0=$SECONDS c pid
-  # Kubelet first, so nothing restarts the containers we are about to remove.
-  for c in kube-proxy kubelet kube-scheduler kube-controller-manager; do
-    if pid=$(our_pid "$c"); then stop_pid "$pid" 15; fi
-  done
+  # Kubelet (with the other node agents) first, so nothing restarts the containers we remove.
+  # shellcheck disable=SC2046
+  stop_pids 15 $(our_pids kube-proxy kubelet kube-scheduler kube-controller-manager)
   # Our containers, through our own runc root: kills their processes and frees their cgroups.
   if [ -d "$DIR/runc" ]; then
     local root id
@@ -546,15 +556,16 @@ down() {
       done
     done
   fi
-  if pid=$(our_pid containerd); then stop_pid "$pid" 15; fi
   # The apiserver can outlive its port by 30 s after SIGTERM: wait for the pid, not the port.
-  for c in apiproxy kube-apiserver etcd; do
-    if pid=$(our_pid "$c"); then stop_pid "$pid" 60; fi
-  done
+  # shellcheck disable=SC2046
+  stop_pids 60 $(our_pids containerd apiproxy kube-apiserver)
+  # shellcheck disable=SC2046
+  stop_pids 30 $(our_pids etcd)
   # Anything still inside our namespaces, and shims naming our socket (they outlive containerd).
   local tries=0
   while pid=$(stray_pids) && [ -n "$pid" ] && ((tries++ < 5)); do
-    for p in $pid; do stop_pid "$p" 5; done
+    # shellcheck disable=SC2086
+    stop_pids 5 $pid
   done
   # From here on every step is tolerant: a step that fails must not keep the later ones from
   # running; `leftovers` at the end says what, if anything, remains.
