@@ -7,11 +7,19 @@
 #   cluster.sh load IMG.tar  import an OCI image archive into the node's containerd
 #   cluster.sh kubeconfig    print the KUBECONFIG path
 #   cluster.sh leftovers     list what a previous cluster left behind (exit 1 if anything)
+#   cluster.sh exec CMD...   run CMD inside the cluster's network namespace (e.g. a test
+#                            service that pods must reach: bind it to the node IP)
+#   cluster.sh expose NS NAME PORT
+#                            a Service NAME.NS.svc:PORT for something listening on the node IP
+#                            inside the namespace (selector-less Service + EndpointSlice, since
+#                            Endpoints cannot point at loopback)
+#   cluster.sh node-ip       print the node IP
 #
 # Every component (etcd, the control plane, containerd, kubelet, kube-proxy) runs inside the
 # network namespace $EDDY_NETNS, so the node IP, pod bridge, service IPs and DNS exist only
 # there; the host reaches the API through a loopback forwarder (lib/apiproxy.py) only.
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range), used by nothing else here.
+# shellcheck disable=SC2317  # the `...; exit $?` last line makes shellcheck think functions unreachable
 set -Eeuo pipefail
 # EDDY_TRACE=1: trace with timestamps, to see where time goes.
 if [ -n "${EDDY_TRACE:-}" ]; then PS4='+ $(date +%T.%N) '; set -x; fi
@@ -636,12 +644,38 @@ status() {
   return $rc
 }
 
+expose() { # NAMESPACE NAME PORT
+  kc create namespace "$1" --dry-run=client -o yaml | kc apply -f - >/dev/null
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $2, namespace: $1}
+spec:
+  ports: [{name: tcp, port: $3, targetPort: $3, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $2-node
+  namespace: $1
+  labels: {kubernetes.io/service-name: $2, endpointslice.kubernetes.io/managed-by: eddy-e2e}
+addressType: IPv4
+ports: [{name: tcp, port: $3, protocol: TCP}]
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+EOF
+}
+
 case ${1:-} in
   up) up ;;
+  exec) shift; [ -e "$NSPATH" ] || { log "no cluster namespace"; exit 1; }; exec nsenter --net="$NSPATH" -- "$@" ;;
+  expose) [ $# -eq 4 ] || { echo "usage: $0 expose NAMESPACE NAME PORT" >&2; exit 2; }; expose "$2" "$3" "$4" ;;
+  node-ip) echo "$NODE_IP" ;;
   down) down ;;
   status) status ;;
   load) [ -n "${2:-}" ] || { echo "usage: $0 load IMAGE.tar" >&2; exit 2; }; load_image "$2" ;;
   kubeconfig) echo "$DIR/kubeconfig" ;;
   leftovers) leftovers ;;
-  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
-esac
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+# `exit` on the same line: bash has then read the whole command before running it, so editing
+# this file while a cluster comes up cannot make the running script execute a shifted tail.
+esac; exit $?

@@ -9,6 +9,7 @@
 # Environment: EDDY (the host eddy binary, for the expected output), IMAGES_DIR (eddy.tar,
 # eddy-operator.tar), EDDY_IMAGE, BUSYBOX_IMAGE, E2E_ONLY (a regex of test names to run).
 # The last line is "e2e: N passed, N failed, N skipped"; the exit status is 0 only if none failed.
+# shellcheck disable=SC2317  # the `...; exit $?` last line makes shellcheck think functions unreachable
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -307,4 +308,4 @@ case $MODE in
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac
 say "suite took $((SECONDS - t_start)) s"
-summary
+summary; exit $?  # one line: see the end of cluster.sh
