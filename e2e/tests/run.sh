@@ -238,6 +238,18 @@ t_helm() {
 }
 gone() { ! kubectl -n "$NS" get "$1" >/dev/null 2>&1; }
 
+# A service on the node (as Kafka and the S3 server will be: inside the cluster's namespace,
+# bound to the node IP) reached from a pod through `cluster.sh expose`'s Service name.
+t_node_service() {
+  [ -n "${OWN_CLUSTER:-}" ] || skip "needs e2e/cluster.sh's own cluster"
+  "$CLUSTER" exec busybox nc -ll -p 9099 -e echo node-service >/dev/null 2>&1 &
+  echo $! >"$WORK/nc.pid"
+  "$CLUSTER" expose "$NS" node-echo 9099
+  job_run node-service "$BUSYBOX_IMAGE" command sh -c \
+    "for i in \$(seq 1 30); do nc -w 3 node-echo.$NS.svc.cluster.local 9099 </dev/null && exit 0; sleep 1; done; exit 1"
+  grep -x node-service "$WORK/node-service.out" || fail "no answer through Service node-echo"
+}
+
 t_down_leaves_nothing() {
   "$CLUSTER" down || fail "cluster.sh down failed"
   "$CLUSTER" leftovers || fail "down left the above behind"
@@ -259,6 +271,8 @@ suite() {
   run_test job_eddy
   run_test statefulset_dns
   run_test helm
+  run_test node_service
+  if [ -f "$WORK/nc.pid" ]; then kill "$(cat "$WORK/nc.pid")" 2>/dev/null || true; fi
 }
 
 summary() {
@@ -277,7 +291,7 @@ case $MODE in
     if ! KUBECONFIG=$("$CLUSTER" up); then
       FAILED=1 FAILED_NAMES=(cluster_up); summary; exit 1
     fi
-    export KUBECONFIG
+    export KUBECONFIG OWN_CLUSTER=1
     for img in "$IMAGES_DIR/eddy.tar" "$IMAGES_DIR/eddy-operator.tar"; do
       if [ -f "$img" ]; then "$CLUSTER" load "$img" >/dev/null || say "could not load $img"; fi
     done
