@@ -96,7 +96,7 @@ spec:
         - {name: examples, mountPath: /work/examples}
       volumes:
       - {name: work, emptyDir: {}}
-      - {name: examples, configMap: {name: examples}}
+      - {name: examples, configMap: {name: examples, items: [$(paste -sd, "$WORK/examples-items")]}}
 EOF
   if ! poll 240 job_finished "$name"; then
     kubectl -n "$NS" describe "job/$name" | tail -n 20
@@ -110,7 +110,15 @@ EOF
 # Succeeds once the Job completed; gives up (exit 2 ends poll at once) when it failed.
 job_finished() {
   local s; s=$(kubectl -n "$NS" get "job/$1" -o jsonpath='{.status.succeeded}/{.status.failed}')
-  case $s in 1/*) return 0 ;; */[1-9]*) echo "job $1 failed"; return 2 ;; *) return 1 ;; esac
+  case $s in 1/*) return 0 ;; */[1-9]*) echo "job $1 failed"; return 2 ;; esac
+  # A pod that cannot get its image or config will not recover: say so now, not at the deadline.
+  local why; why=$(kubectl -n "$NS" get pods -l "job-name=$1" \
+    -o jsonpath='{.items[*].status.containerStatuses[*].state.waiting.reason}')
+  case $why in
+    *ErrImageNeverPull* | *ImagePullBackOff* | *ErrImagePull* | *InvalidImageName* | *CreateContainerConfigError* | *CreateContainerError*)
+      echo "job $1: pod stuck: $why"; return 2 ;;
+  esac
+  return 1
 }
 
 t_node_ready() {
@@ -132,24 +140,42 @@ t_streamjob_crd() {
   cat "$WORK/poll.out"
 }
 
+# The examples the eddy Job runs (until examples/ exists, the suite's own fixtures, so the
+# ConfigMap-mounted Job path is still exercised). ConfigMap keys cannot hold "/", so files in
+# subdirectories (examples/data/...) get flattened keys and the volume's items put them back.
+examples_src() { if [ -d "$REPO/examples" ]; then echo "$REPO/examples"; else echo "$HERE/fixtures"; fi; }
 examples_configmap() {
+  local src f key args=()
+  src=$(examples_src)
+  : >"$WORK/examples-items"
+  while read -r f; do
+    key=${f//\//__}
+    args+=("--from-file=$key=$src/$f")
+    echo "{\"key\": \"$key\", \"path\": \"$f\"}" >>"$WORK/examples-items"
+  done < <(cd "$src" && find . -type f | sed 's,^\./,,' | LC_ALL=C sort)
   kubectl -n "$NS" get configmap examples >/dev/null 2>&1 && return 0
-  # The examples the eddy Job runs; until examples/ exists, the suite's own fixtures, so the
-  # ConfigMap-mounted Job path is still exercised.
-  local src=$REPO/examples; [ -d "$src" ] || src=$HERE/fixtures
-  kubectl -n "$NS" create configmap examples --from-file="$src/"
+  kubectl -n "$NS" create configmap examples "${args[@]}"
 }
 
 t_job_busybox() {
   examples_configmap
-  local f=clicks.yaml; [ -f "$REPO/examples/$f" ] || f=lines.txt
-  local src=$REPO/examples; [ -d "$src" ] || src=$HERE/fixtures
+  local src f; src=$(examples_src)
+  f=clicks.yaml; [ -f "$src/$f" ] || f=lines.txt
   local want; want=$(wc -l <"$src/$f")
-  job_run busybox "$BUSYBOX_IMAGE" command cat "examples/$f"
-  local got; got=$(wc -l <"$WORK/busybox.out")
+  local files; files=$(cd "$src" && find . -type f | sed 's,^\./,,' | LC_ALL=C sort | tr '\n' ' ')
+  # The file, then a checksum of every file of the tree as the pod sees it.
+  job_run busybox "$BUSYBOX_IMAGE" command sh -c \
+    "cat examples/$f && echo '--- manifest' && cd examples && md5sum $files"
+  sed '/^--- manifest$/,$d' "$WORK/busybox.out" >"$WORK/busybox.file"
+  sed '1,/^--- manifest$/d' "$WORK/busybox.out" >"$WORK/busybox.manifest"
+  local got; got=$(wc -l <"$WORK/busybox.file")
   echo "expected $want lines, got $got"
   [ "$got" -eq "$want" ] || fail "busybox Job printed $got lines, expected $want"
-  cmp "$src/$f" "$WORK/busybox.out" || fail "busybox Job output differs from examples/$f"
+  cmp "$src/$f" "$WORK/busybox.file" || fail "busybox Job output differs from $f"
+  # shellcheck disable=SC2086
+  (cd "$src" && md5sum $files) >"$WORK/host.manifest"
+  diff "$WORK/host.manifest" "$WORK/busybox.manifest" || fail "the mounted examples differ from $src"
+  echo "all $(wc -l <"$WORK/host.manifest") example files mounted intact"
 }
 
 t_eddy_image() {
