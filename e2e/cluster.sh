@@ -7,12 +7,22 @@
 #   cluster.sh load IMG.tar  import an OCI image archive into the node's containerd
 #   cluster.sh kubeconfig    print the KUBECONFIG path
 #   cluster.sh leftovers     list what a previous cluster left behind (exit 1 if anything)
+#   cluster.sh exec CMD...   run CMD inside the cluster's network namespace (e.g. a test
+#                            service that pods must reach: bind it to the node IP)
+#   cluster.sh expose NS NAME PORT
+#                            a Service NAME.NS.svc:PORT for something listening on the node IP
+#                            inside the namespace (selector-less Service + EndpointSlice, since
+#                            Endpoints cannot point at loopback)
+#   cluster.sh node-ip       print the node IP
 #
 # Every component (etcd, the control plane, containerd, kubelet, kube-proxy) runs inside the
 # network namespace $EDDY_NETNS, so the node IP, pod bridge, service IPs and DNS exist only
 # there; the host reaches the API through a loopback forwarder (lib/apiproxy.py) only.
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range), used by nothing else here.
+# shellcheck disable=SC2317  # the `...; exit $?` last line makes shellcheck think functions unreachable
 set -Eeuo pipefail
+# EDDY_TRACE=1: trace with timestamps, to see where time goes.
+if [ -n "${EDDY_TRACE:-}" ]; then PS4='+ $(date +%T.%N) '; set -x; fi
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=e2e/lib/versions.sh
 . "$HERE/lib/versions.sh"
@@ -447,19 +457,26 @@ on_fail() {
 # ------------------------------------------------------------------------------------ teardown
 ns_inode() { stat -L -c %i "$NSPATH" 2>/dev/null; }
 
-# stop_pid PID LIMIT: TERM, wait up to LIMIT s for it to be gone, then KILL and wait again.
-stop_pid() {
-  local pid=$1 limit=$2 end
-  alive "$pid" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
+# stop_pids LIMIT PID...: TERM them all at once (each takes a second or three to shut down
+# gracefully; in parallel that is paid once), wait up to LIMIT s for all to be gone, then KILL.
+stop_pids() {
+  local limit=$1 end p left; shift
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
   end=$((SECONDS + limit))
-  while alive "$pid" && ((SECONDS < end)); do sleep 0.2; done
-  if alive "$pid"; then
-    kill -KILL "$pid" 2>/dev/null || true
-    end=$((SECONDS + 10))
-    while alive "$pid" && ((SECONDS < end)); do sleep 0.2; done
-  fi
+  while ((SECONDS < end)); do
+    left=""; for p in "$@"; do alive "$p" && left+=" $p"; done
+    [ -n "$left" ] || return 0
+    sleep 0.1
+  done
+  log "still running after ${limit} s, killing:$left"
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null || true
+  end=$((SECONDS + 10))
+  for p in $left; do while alive "$p" && ((SECONDS < end)); do sleep 0.1; done; done
 }
+# our_pids NAME...: the recorded pids of those components that still run
+our_pids() { local c; for c in "$@"; do our_pid "$c" || true; done; }
 
 # A recorded pid is only ours if it still runs the binary we started (pids get reused).
 our_pid() {
@@ -470,45 +487,58 @@ our_pid() {
     echo "$pid"
 }
 
-# Our containers' network namespaces: containerd names them /run/netns/cni-*; ours are those
-# whose interface has an address in our pod range.
+# Our containers' network namespaces: containerd names them /run/netns/cni-<uuid>. Ours are
+# those our containerd recorded (its metadata db and runc state keep each sandbox's netns path,
+# also after the sandbox stopped and CNI removed its interface) or, failing that, those with an
+# address in our pod range.
 our_cni_netns() {
   local f prefix=${POD_CIDR%.*}.
-  for f in /run/netns/cni-*; do
-    [ -e "$f" ] || continue
-    if nsenter --net="$f" -- ip -4 -o addr show 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then
-      echo "$f"
+  {
+    if [ -d "$DIR/containerd" ] || [ -d "$DIR/runc" ]; then
+      grep -rahoE '/(var/)?run/netns/cni-[0-9a-f-]{36}' "$DIR/containerd/root" "$DIR/runc" \
+        "$DIR/containerd/state" 2>/dev/null | sed 's,^/var/run/,/run/,'
     fi
-  done
-}
-
-# Pids of processes inside our namespace or our pods' namespaces, or shims serving our socket.
-stray_pids() {
-  local inodes=() f p ino
-  ino=$(ns_inode) && inodes+=("$ino")
-  for f in $(our_cni_netns); do inodes+=("$(stat -L -c %i "$f")"); done
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    [ "$p" = "$$" ] && continue
-    if ((${#inodes[@]})); then
-      ino=$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null) || continue
-      local i; for i in "${inodes[@]}"; do [ "$ino" = "$i" ] && { echo "$p"; continue 2; }; done
-    fi
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "-address $SOCK"; then echo "$p"; fi
-  done
-}
-
-our_mounts() { # deepest first
-  awk -v d="$DIR/" -v ns="/run/netns/" '
-    { m = $5; gsub(/\\040/, " ", m)
-      if (index(m "/", d) == 1 || m == d) print m
-      else if (index(m, ns) == 1) print m }' /proc/self/mountinfo | sort -r |
-    while read -r m; do
-      case $m in
-        /run/netns/*) { [ "$m" = "$NSPATH" ] || our_cni_netns | grep -qx "$m"; } && echo "$m" ;;
-        *) echo "$m" ;;
-      esac
+    for f in /run/netns/cni-*; do
+      [ -e "$f" ] || continue
+      if nsenter --net="$f" -- ip -4 -o addr show 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then
+        echo "$f"
+      fi
     done
+  } | sort -u | while read -r f; do [ -e "$f" ] && echo "$f"; done
+  return 0
+}
+
+# umount_all PATH: a path can carry several stacked mounts (propagation, repeated binds).
+umount_all() {
+  local _
+  for _ in 1 2 3 4 5 6 7 8; do
+    mountpoint -q "$1" 2>/dev/null || return 0
+    umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
+  done
+  ! mountpoint -q "$1" 2>/dev/null
+}
+
+# Pids of processes inside our namespace or our pods' namespaces, or shims serving our socket
+# (one stat and one grep over /proc, not a few processes per pid: down runs this in a loop).
+stray_pids() {
+  local inodes=" " f
+  f=$(ns_inode) && inodes+="$f "
+  for f in $(our_cni_netns); do inodes+="$(stat -L -c %i "$f") "; done
+  {
+    if [ "$inodes" != " " ]; then
+      stat -L -c '%n %i' /proc/[0-9]*/ns/net 2>/dev/null |
+        while read -r f ino; do
+          case $inodes in *" $ino "*) f=${f#/proc/}; echo "${f%%/*}" ;; esac
+        done
+    fi
+    # "-address<NUL>SOCK": a pattern that our own grep's command line cannot contain.
+    grep -alsP -- "-address\\x00\\Q$SOCK\\E(\\x00|$)" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 || true
+  } | sort -un | { grep -vx "$$" || true; }
+}
+
+our_mounts() { # under our dir, deepest first (pod netns and ours are handled on their own)
+  awk -v d="$DIR/" '{ m = $5; gsub(/\\040/, " ", m); if (index(m "/", d) == 1) print m }' \
+    /proc/self/mountinfo | sort -ru
 }
 
 cgroup_dirs() { # kubepods trees in every v1 hierarchy (and the v2 one, if kubelet used it)
@@ -521,10 +551,9 @@ cgroup_dirs() { # kubepods trees in every v1 hierarchy (and the v2 one, if kubel
 
 down() {
   local t0=$SECONDS c pid
-  # Kubelet first, so nothing restarts the containers we are about to remove.
-  for c in kube-proxy kubelet kube-scheduler kube-controller-manager; do
-    if pid=$(our_pid "$c"); then stop_pid "$pid" 15; fi
-  done
+  # Kubelet (with the other node agents) first, so nothing restarts the containers we remove.
+  # shellcheck disable=SC2046
+  stop_pids 15 $(our_pids kube-proxy kubelet kube-scheduler kube-controller-manager)
   # Our containers, through our own runc root: kills their processes and frees their cgroups.
   if [ -d "$DIR/runc" ]; then
     local root id
@@ -535,20 +564,23 @@ down() {
       done
     done
   fi
-  if pid=$(our_pid containerd); then stop_pid "$pid" 15; fi
   # The apiserver can outlive its port by 30 s after SIGTERM: wait for the pid, not the port.
-  for c in apiproxy kube-apiserver etcd; do
-    if pid=$(our_pid "$c"); then stop_pid "$pid" 60; fi
-  done
+  # shellcheck disable=SC2046
+  stop_pids 60 $(our_pids containerd apiproxy kube-apiserver)
+  # shellcheck disable=SC2046
+  stop_pids 30 $(our_pids etcd)
   # Anything still inside our namespaces, and shims naming our socket (they outlive containerd).
   local tries=0
   while pid=$(stray_pids) && [ -n "$pid" ] && ((tries++ < 5)); do
-    for p in $pid; do stop_pid "$p" 5; done
+    # shellcheck disable=SC2086
+    stop_pids 5 $pid
   done
-  local m
-  for m in $(our_mounts); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-  for m in $(our_cni_netns); do rm -f "$m"; done
-  [ ! -e "$NSPATH" ] || ip netns delete "$NETNS" 2>/dev/null || rm -f "$NSPATH"
+  # From here on every step is tolerant: a step that fails must not keep the later ones from
+  # running; `leftovers` at the end says what, if anything, remains.
+  local m cni; cni=$(our_cni_netns)
+  for m in $(our_mounts); do umount_all "$m" || true; done
+  for m in $cni; do if umount_all "$m"; then rm -f "$m"; fi; done
+  if [ -e "$NSPATH" ] && umount_all "$NSPATH"; then rm -f "$NSPATH"; fi
   local d
   for d in $(cgroup_dirs); do
     find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
@@ -563,7 +595,7 @@ down() {
           fi ;;
         /var/lib/kubelet | /var/lib/cni | /var/log/containers | /var/log/pods | /run/containerd)
           # Only if nothing is still mounted there (rm -rf through a mount deletes its content).
-          grep -q " $m/" /proc/self/mountinfo || rm -rf "$m" ;;
+          grep -q " $m/" /proc/self/mountinfo || rm -rf "$m" || true ;;
       esac
     done <"$DIR/created-paths"
   fi
@@ -587,11 +619,13 @@ leftovers() {
   x=$(awk -v d="$DIR" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo)
   [ -z "$x" ] || { echo "leftover mounts: $x"; bad=1; }
   [ ! -e "$NSPATH" ] || { echo "leftover netns: $NSPATH"; bad=1; }
-  x=$(our_cni_netns); [ -z "$x" ] || { echo "leftover pod netns: $x"; bad=1; }
+  # Once our dir is gone nothing says which pod netns were ours: any left is suspect here.
+  x=$( { our_cni_netns; ls -d /run/netns/cni-* 2>/dev/null || true; } | sort -u)
+  [ -z "$x" ] || { echo "leftover pod netns (ours or another containerd's): $x"; bad=1; }
   x=$(cgroup_dirs); [ -z "$x" ] || { echo "leftover cgroups: $x"; bad=1; }
   [ ! -e "$DIR" ] || { echo "leftover dir: $DIR"; bad=1; }
   # iptables rules lived in the namespace and die with it; a host rule naming our ranges would not.
-  x=$( { iptables-save 2>/dev/null || true; } | grep -E '198\.18\.|KUBE-' | head -5)
+  x=$( { iptables-save 2>/dev/null || true; } | { grep -E '198\.18\.|KUBE-' || true; } | head -5)
   [ -z "$x" ] || { echo "leftover host iptables rules: $x"; bad=1; }
   return $bad
 }
@@ -610,12 +644,38 @@ status() {
   return $rc
 }
 
+expose() { # NAMESPACE NAME PORT
+  kc create namespace "$1" --dry-run=client -o yaml | kc apply -f - >/dev/null
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $2, namespace: $1}
+spec:
+  ports: [{name: tcp, port: $3, targetPort: $3, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $2-node
+  namespace: $1
+  labels: {kubernetes.io/service-name: $2, endpointslice.kubernetes.io/managed-by: eddy-e2e}
+addressType: IPv4
+ports: [{name: tcp, port: $3, protocol: TCP}]
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+EOF
+}
+
 case ${1:-} in
   up) up ;;
+  exec) shift; [ -e "$NSPATH" ] || { log "no cluster namespace"; exit 1; }; exec nsenter --net="$NSPATH" -- "$@" ;;
+  expose) [ $# -eq 4 ] || { echo "usage: $0 expose NAMESPACE NAME PORT" >&2; exit 2; }; expose "$2" "$3" "$4" ;;
+  node-ip) echo "$NODE_IP" ;;
   down) down ;;
   status) status ;;
   load) [ -n "${2:-}" ] || { echo "usage: $0 load IMAGE.tar" >&2; exit 2; }; load_image "$2" ;;
   kubeconfig) echo "$DIR/kubeconfig" ;;
   leftovers) leftovers ;;
-  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
-esac
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+# `exit` on the same line: bash has then read the whole command before running it, so editing
+# this file while a cluster comes up cannot make the running script execute a shifted tail.
+esac; exit $?

@@ -25,7 +25,7 @@ e2e: images
 	@if [ "$(KUBECONFIG)" = "$$(bash e2e/cluster.sh kubeconfig)" ]; then \
 	  for i in eddy eddy-operator; do bash e2e/cluster.sh load $(E2E_IMAGES_DIR)/$$i.tar >/dev/null; done; \
 	  PATH="$$(. e2e/lib/versions.sh; echo $$EDDY_CACHE/k8s/$$K8S_VERSION/bin:$$EDDY_CACHE/helm/$$HELM_VERSION/bin):$$PATH" \
-	    bash e2e/tests/run.sh --existing; \
+	    OWN_CLUSTER=1 bash e2e/tests/run.sh --existing; \
 	else bash e2e/tests/run.sh --existing; fi
 else
 e2e: images

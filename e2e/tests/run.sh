@@ -9,6 +9,7 @@
 # Environment: EDDY (the host eddy binary, for the expected output), IMAGES_DIR (eddy.tar,
 # eddy-operator.tar), EDDY_IMAGE, BUSYBOX_IMAGE, E2E_ONLY (a regex of test names to run).
 # The last line is "e2e: N passed, N failed, N skipped"; the exit status is 0 only if none failed.
+# shellcheck disable=SC2317  # the `...; exit $?` last line makes shellcheck think functions unreachable
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -95,7 +96,7 @@ spec:
         - {name: examples, mountPath: /work/examples}
       volumes:
       - {name: work, emptyDir: {}}
-      - {name: examples, configMap: {name: examples}}
+      - {name: examples, configMap: {name: examples, items: [$(paste -sd, "$WORK/examples-items")]}}
 EOF
   if ! poll 240 job_finished "$name"; then
     kubectl -n "$NS" describe "job/$name" | tail -n 20
@@ -109,7 +110,15 @@ EOF
 # Succeeds once the Job completed; gives up (exit 2 ends poll at once) when it failed.
 job_finished() {
   local s; s=$(kubectl -n "$NS" get "job/$1" -o jsonpath='{.status.succeeded}/{.status.failed}')
-  case $s in 1/*) return 0 ;; */[1-9]*) echo "job $1 failed"; return 2 ;; *) return 1 ;; esac
+  case $s in 1/*) return 0 ;; */[1-9]*) echo "job $1 failed"; return 2 ;; esac
+  # A pod that cannot get its image or config will not recover: say so now, not at the deadline.
+  local why; why=$(kubectl -n "$NS" get pods -l "job-name=$1" \
+    -o jsonpath='{.items[*].status.containerStatuses[*].state.waiting.reason}')
+  case $why in
+    *ErrImageNeverPull* | *ImagePullBackOff* | *ErrImagePull* | *InvalidImageName* | *CreateContainerConfigError* | *CreateContainerError*)
+      echo "job $1: pod stuck: $why"; return 2 ;;
+  esac
+  return 1
 }
 
 t_node_ready() {
@@ -131,24 +140,49 @@ t_streamjob_crd() {
   cat "$WORK/poll.out"
 }
 
+# The examples the eddy Job runs (until examples/ exists, the suite's own fixtures, so the
+# ConfigMap-mounted Job path is still exercised). ConfigMap keys cannot hold "/", so files in
+# subdirectories (examples/data/...) get flattened keys and the volume's items put them back.
+examples_src() { if [ -d "$REPO/examples" ]; then echo "$REPO/examples"; else echo "$HERE/fixtures"; fi; }
 examples_configmap() {
+  local src f key args=()
+  src=$(examples_src)
+  : >"$WORK/examples-items"
+  while read -r f; do
+    key=${f//\//__}
+    args+=("--from-file=$key=$src/$f")
+    echo "{\"key\": \"$key\", \"path\": \"$f\"}" >>"$WORK/examples-items"
+  done < <(cd "$src" && find . -type f | sed 's,^\./,,' | LC_ALL=C sort)
   kubectl -n "$NS" get configmap examples >/dev/null 2>&1 && return 0
-  # The examples the eddy Job runs; until examples/ exists, the suite's own fixtures, so the
-  # ConfigMap-mounted Job path is still exercised.
-  local src=$REPO/examples; [ -d "$src" ] || src=$HERE/fixtures
-  kubectl -n "$NS" create configmap examples --from-file="$src/"
+  kubectl -n "$NS" create configmap examples "${args[@]}"
 }
 
 t_job_busybox() {
   examples_configmap
-  local f=clicks.yaml; [ -f "$REPO/examples/$f" ] || f=lines.txt
-  local src=$REPO/examples; [ -d "$src" ] || src=$HERE/fixtures
+  local src f; src=$(examples_src)
+  f=clicks.yaml; [ -f "$src/$f" ] || f=lines.txt
   local want; want=$(wc -l <"$src/$f")
-  job_run busybox "$BUSYBOX_IMAGE" command cat "examples/$f"
-  local got; got=$(wc -l <"$WORK/busybox.out")
+  local files; files=$(cd "$src" && find . -type f | sed 's,^\./,,' | LC_ALL=C sort | tr '\n' ' ')
+  # The file, then a checksum of every file of the tree as the pod sees it.
+  job_run busybox "$BUSYBOX_IMAGE" command sh -c \
+    "cat examples/$f && echo '--- manifest' && cd examples && md5sum $files"
+  sed '/^--- manifest$/,$d' "$WORK/busybox.out" >"$WORK/busybox.file"
+  sed '1,/^--- manifest$/d' "$WORK/busybox.out" >"$WORK/busybox.manifest"
+  local got; got=$(wc -l <"$WORK/busybox.file")
   echo "expected $want lines, got $got"
   [ "$got" -eq "$want" ] || fail "busybox Job printed $got lines, expected $want"
-  cmp "$src/$f" "$WORK/busybox.out" || fail "busybox Job output differs from examples/$f"
+  cmp "$src/$f" "$WORK/busybox.file" || fail "busybox Job output differs from $f"
+  # shellcheck disable=SC2086
+  (cd "$src" && md5sum $files) >"$WORK/host.manifest"
+  diff "$WORK/host.manifest" "$WORK/busybox.manifest" || fail "the mounted examples differ from $src"
+  echo "all $(wc -l <"$WORK/host.manifest") example files mounted intact"
+}
+
+t_eddy_image() {
+  # The image starts at all: entrypoint, copied shared libraries, non-root user, the mounts.
+  examples_configmap
+  job_run eddy-help "$EDDY_IMAGE" args --help
+  head -n 5 "$WORK/eddy-help.out"
 }
 
 t_job_eddy() {
@@ -230,6 +264,18 @@ t_helm() {
 }
 gone() { ! kubectl -n "$NS" get "$1" >/dev/null 2>&1; }
 
+# A service on the node (as Kafka and the S3 server will be: inside the cluster's namespace,
+# bound to the node IP) reached from a pod through `cluster.sh expose`'s Service name.
+t_node_service() {
+  [ -n "${OWN_CLUSTER:-}" ] || skip "needs e2e/cluster.sh's own cluster"
+  "$CLUSTER" exec busybox nc -ll -p 9099 -e echo node-service >/dev/null 2>&1 &
+  echo $! >"$WORK/nc.pid"
+  "$CLUSTER" expose "$NS" node-echo 9099
+  job_run node-service "$BUSYBOX_IMAGE" command sh -c \
+    "for i in \$(seq 1 30); do nc -w 3 node-echo.$NS.svc.cluster.local 9099 </dev/null && exit 0; sleep 1; done; exit 1"
+  grep -x node-service "$WORK/node-service.out" || fail "no answer through Service node-echo"
+}
+
 t_down_leaves_nothing() {
   "$CLUSTER" down || fail "cluster.sh down failed"
   "$CLUSTER" leftovers || fail "down left the above behind"
@@ -247,9 +293,12 @@ suite() {
   run_test node_ready
   run_test streamjob_crd
   run_test job_busybox
+  run_test eddy_image
   run_test job_eddy
   run_test statefulset_dns
   run_test helm
+  run_test node_service
+  if [ -f "$WORK/nc.pid" ]; then kill "$(cat "$WORK/nc.pid")" 2>/dev/null || true; fi
 }
 
 summary() {
@@ -268,7 +317,7 @@ case $MODE in
     if ! KUBECONFIG=$("$CLUSTER" up); then
       FAILED=1 FAILED_NAMES=(cluster_up); summary; exit 1
     fi
-    export KUBECONFIG
+    export KUBECONFIG OWN_CLUSTER=1
     for img in "$IMAGES_DIR/eddy.tar" "$IMAGES_DIR/eddy-operator.tar"; do
       if [ -f "$img" ]; then "$CLUSTER" load "$img" >/dev/null || say "could not load $img"; fi
     done
@@ -299,4 +348,4 @@ case $MODE in
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac
 say "suite took $((SECONDS - t_start)) s"
-summary
+summary; exit $?  # one line: see the end of cluster.sh
