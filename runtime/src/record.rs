@@ -71,9 +71,7 @@ impl Value {
         match self {
             Value::Null => out.push_str("null"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
             Value::Double(d) if d.is_finite() => {
                 // Keep a decimal point so a double stays a double when read back.
                 if d.fract() == 0.0 && d.abs() < 1e15 {
@@ -104,19 +102,28 @@ impl Value {
 
 pub fn write_json_str(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Most strings need no escaping: copy runs of plain bytes at once.
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(esc);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -335,6 +342,43 @@ impl Batch {
     /// The row as a JSON object, fields in schema order.
     pub fn row_json(&self, i: usize, out: &mut String) {
         row_json(&self.schema, self.row(i), out);
+    }
+}
+
+/// Encodes batches of one schema as JSON lines, with each field's `"name":` prepared once.
+#[derive(Debug, Clone)]
+pub struct JsonLines {
+    prefixes: Vec<String>,
+}
+
+impl JsonLines {
+    pub fn new(schema: &Schema) -> JsonLines {
+        let prefixes = schema
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut p = String::from(if i == 0 { "{" } else { "," });
+                write_json_str(&f.name, &mut p);
+                p.push(':');
+                p
+            })
+            .collect();
+        JsonLines { prefixes }
+    }
+
+    /// Appends one line per row.
+    pub fn encode(&self, batch: &Batch, out: &mut String) {
+        for (row, _) in batch.rows() {
+            if self.prefixes.is_empty() {
+                out.push('{');
+            }
+            for (p, v) in self.prefixes.iter().zip(row) {
+                out.push_str(p);
+                v.write_json(out);
+            }
+            out.push_str("}\n");
+        }
     }
 }
 

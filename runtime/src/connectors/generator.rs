@@ -34,7 +34,17 @@ pub fn at(start_time: i64, events_per_second: u64, i: u64) -> i64 {
 pub(crate) fn prefixed(prefix: &str, n: u64) -> Value {
     let mut buf = itoa::Buffer::new();
     let digits = buf.format(n);
-    let mut s = CompactString::with_capacity(prefix.len() + digits.len());
+    // Assemble short strings on the stack so the CompactString is built inline in one go.
+    let len = prefix.len() + digits.len();
+    if len <= 24 {
+        let mut tmp = [0u8; 24];
+        tmp[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        tmp[prefix.len()..len].copy_from_slice(digits.as_bytes());
+        if let Ok(s) = std::str::from_utf8(&tmp[..len]) {
+            return Value::Str(CompactString::new(s));
+        }
+    }
+    let mut s = CompactString::with_capacity(len);
     s.push_str(prefix);
     s.push_str(digits);
     Value::Str(s)

@@ -2,7 +2,7 @@
 
 use super::{ConnectorError, SinkSpec};
 use crate::operators::DeadLetter;
-use crate::record::{Batch, write_json_str};
+use crate::record::{Batch, JsonLines, write_json_str};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -10,6 +10,8 @@ use std::path::Path;
 /// A sink instance; sinks run as a single instance that all workers feed.
 pub trait Sink: Send {
     fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError>;
+    /// Writes rows the sender already encoded as JSON lines.
+    fn write_encoded(&mut self, lines: &[u8]) -> Result<(), ConnectorError>;
     fn finish(&mut self) -> Result<(), ConnectorError>;
 }
 
@@ -72,11 +74,13 @@ impl LineSink {
 impl Sink for LineSink {
     fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError> {
         self.buf.clear();
-        for i in 0..batch.len() {
-            batch.row_json(i, &mut self.buf);
-            self.buf.push('\n');
-        }
+        JsonLines::new(&batch.schema).encode(batch, &mut self.buf);
         let r = self.out.write_all(self.buf.as_bytes());
+        r.map_err(|e| self.io(e))
+    }
+
+    fn write_encoded(&mut self, lines: &[u8]) -> Result<(), ConnectorError> {
+        let r = self.out.write_all(lines);
         r.map_err(|e| self.io(e))
     }
 

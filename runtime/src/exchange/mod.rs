@@ -10,8 +10,9 @@
 //! string `05` + byte length as 4 bytes little-endian + UTF-8 bytes. Group `g` belongs to
 //! worker `g * P / M`. This hash is fixed forever: state and savepoints depend on it.
 
+use crate::expr::V;
 use crate::job::graph::NodeId;
-use crate::record::{Batch, Value};
+use crate::record::Batch;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
 
@@ -19,6 +20,12 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum Msg {
     Data(Batch),
+    /// Rows already encoded as JSON lines by the sender, for a sink: encoding in the sending
+    /// workers keeps a single sink instance from serialising every result alone.
+    Encoded {
+        lines: String,
+        rows: usize,
+    },
     /// No record older than this will follow from this sender.
     Watermark(i64),
     /// This sender is done.
@@ -78,20 +85,21 @@ impl Exchange for LocalExchange {
 }
 
 /// Appends the canonical bytes of `v` (see the module docs).
-pub fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
+pub fn canonical_bytes(v: &V<'_>, out: &mut Vec<u8>) {
     match v {
-        Value::Null => out.push(0),
-        Value::Bool(false) => out.push(1),
-        Value::Bool(true) => out.push(2),
-        Value::Int(i) => {
+        V::Null => out.push(0),
+        V::Bool(false) => out.push(1),
+        V::Bool(true) => out.push(2),
+        V::Int(i) => {
             out.push(3);
             out.extend_from_slice(&i.to_le_bytes());
         }
-        Value::Double(d) => {
+        V::Double(d) => {
             out.push(4);
             out.extend_from_slice(&d.to_bits().to_le_bytes());
         }
-        Value::Str(s) => {
+        V::Str(_) | V::Owned(_) => {
+            let s = v.str().unwrap_or_default();
             out.push(5);
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
@@ -143,14 +151,14 @@ mod tests {
     fn key_group_of_a_string_is_fixed() {
         // Changing this value would silently reshuffle every saved state: never do it.
         let mut b = Vec::new();
-        canonical_bytes(&Value::from("user-42"), &mut b);
+        canonical_bytes(&V::Str("user-42"), &mut b);
         assert_eq!(b[0], 5);
         assert_eq!(
             key_group(&b, 128),
             (xxhash_rust::xxh3::xxh3_64(&b) % 128) as u32
         );
         let mut c = Vec::new();
-        canonical_bytes(&Value::Int(7), &mut c);
+        canonical_bytes(&V::Int(7), &mut c);
         assert_eq!(c, [3, 7, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

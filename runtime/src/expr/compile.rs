@@ -12,6 +12,9 @@ pub struct Compiled {
     f: F,
     /// Static result type (`Any` when it depends on data).
     pub ty: Type,
+    /// `(variable, field)` when the expression is just a field, so callers that need an owned
+    /// value can clone it from the row instead of converting (and copying) a string.
+    pub field: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -21,6 +24,15 @@ impl std::fmt::Debug for Compiled {
 }
 
 impl Compiled {
+    /// The value as an owned [`Value`].
+    #[inline]
+    pub fn eval_value(&self, rows: &[&[Value]]) -> Result<Value, EvalError> {
+        match self.field {
+            Some((v, f)) => Ok(rows[v][f].clone()),
+            None => Ok((self.f)(rows)?.into_value()),
+        }
+    }
+
     /// Evaluates with one row per scope variable, in scope order.
     #[inline]
     pub fn eval<'a>(&self, rows: &[&'a [Value]]) -> Result<V<'a>, EvalError> {
@@ -93,7 +105,16 @@ pub fn compile(src: &str, scope: &Scope) -> Result<Compiled, String> {
 
 pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
     let (f, ty) = node(ast, scope)?;
-    Ok(Compiled { f, ty })
+    let field = match &ast.expr {
+        Expr::Select(sel) if !sel.test => match &sel.operand.expr {
+            Expr::Ident(var) => scope
+                .var(var)
+                .and_then(|(vi, schema)| schema.index_of(&sel.field).map(|fi| (vi, fi))),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(Compiled { f, ty, field })
 }
 
 fn unsupported(what: &str) -> String {

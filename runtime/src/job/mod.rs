@@ -313,6 +313,12 @@ async fn operator_task(
                 op.on_batch(port, batch, &mut emit);
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
             }
+            Msg::Encoded { .. } => {
+                return Err(JobError::Task(format!(
+                    "step `{}` got encoded rows meant for a sink",
+                    ctx.step
+                )));
+            }
             Msg::Watermark(w) => marks[port][from] = marks[port][from].max(w),
             Msg::End => {
                 marks[port][from] = i64::MAX;
@@ -355,6 +361,10 @@ async fn sink_task(ctx: TaskCtx, mut inbox: mpsc::Receiver<Envelope>) -> Result<
             Msg::Data(b) => {
                 sink.write(&b)?;
                 ctx.metrics.add_out(b.len() as u64);
+            }
+            Msg::Encoded { lines, rows } => {
+                sink.write_encoded(lines.as_bytes())?;
+                ctx.metrics.add_out(rows as u64);
             }
             Msg::Watermark(w) => {
                 marks[env.from as usize] = marks[env.from as usize].max(w);

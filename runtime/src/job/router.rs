@@ -1,13 +1,13 @@
 //! A task's outgoing edges: routes each batch to the right instances of each consumer
 //! (forward, to the single instance, or by key group) and broadcasts watermarks and ends.
 
-use super::graph::{Graph, NodeId, Route};
+use super::graph::{Graph, NodeId, NodeKind, Route};
 use super::progress::Metrics;
 use super::{DeadLetters, JobError};
 use crate::exchange::{Envelope, Exchange, Msg, canonical_bytes, key_group, owner};
 use crate::expr::Compiled;
 use crate::operators::Emit;
-use crate::record::Batch;
+use crate::record::{Batch, JsonLines};
 use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
 
@@ -18,6 +18,8 @@ struct Edge {
     from: u32,
     late: bool,
     route: Route,
+    /// Set when the consumer is a sink: batches travel encoded.
+    encoder: Option<JsonLines>,
     /// Target instances, by worker index (one entry for forward and single targets).
     targets: Vec<Sender<Envelope>>,
 }
@@ -57,7 +59,10 @@ impl Outputs {
             } else {
                 worker as u32
             };
+            let encoder = matches!(graph.nodes[consumer].kind, NodeKind::Sink(_))
+                .then(|| JsonLines::new(&graph.nodes[id].schema_for(input.late)));
             edges.push(Edge {
+                encoder,
                 port: port as u8,
                 from,
                 late: input.late,
@@ -114,6 +119,15 @@ impl Outputs {
 
     async fn send_edge(&mut self, e: usize, batch: Batch, emit: &mut Emit) -> Result<(), JobError> {
         let (port, from) = (self.edges[e].port, self.edges[e].from);
+        if let Some(enc) = &self.edges[e].encoder {
+            let mut lines = String::with_capacity(batch.len() * 64);
+            enc.encode(&batch, &mut lines);
+            let target = self.edges[e].targets[0].clone();
+            let rows = batch.len();
+            return self
+                .deliver(&target, port, from, Msg::Encoded { lines, rows })
+                .await;
+        }
         let keys = match &self.edges[e].route {
             Route::Key(k) if self.edges[e].targets.len() > 1 => k.clone(),
             _ => {
@@ -140,8 +154,12 @@ impl Outputs {
         'rows: for (row, t) in batch.rows() {
             self.key_buf.clear();
             for k in keys.iter() {
-                match k.eval(&[row]) {
-                    Ok(v) => canonical_bytes(&v.into_value(), &mut self.key_buf),
+                let v = match k.field {
+                    Some((_, f)) => Ok(crate::expr::V::from_value(&row[f])),
+                    None => k.eval(&[row]),
+                };
+                match v {
+                    Ok(v) => canonical_bytes(&v, &mut self.key_buf),
                     Err(e) => {
                         emit.dead_row(&batch.schema, row, format!("key: {e}"));
                         continue 'rows;

@@ -214,8 +214,11 @@ fn add(acc: &Value, v: &V<'_>) -> Result<Value, EvalError> {
     })
 }
 
-/// Accumulators of one key in one window.
-pub fn new_accs(specs: &[AggSpec]) -> Box<[Acc]> {
+/// Accumulators of one key in one window; one or two live inline, without an allocation.
+pub type Accs = smallvec::SmallVec<[Acc; 2]>;
+
+/// Fresh accumulators for `specs`.
+pub fn new_accs(specs: &[AggSpec]) -> Accs {
     specs.iter().map(|s| Acc::new(s.kind)).collect()
 }
 

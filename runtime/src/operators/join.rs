@@ -57,8 +57,8 @@ impl Join {
         row.push(Value::Int(start));
         row.push(Value::Int(end));
         for e in &spec.select {
-            match e.eval(&[l, r]) {
-                Ok(v) => row.push(v.into_value()),
+            match e.eval_value(&[l, r]) {
+                Ok(v) => row.push(v),
                 Err(err) => {
                     let mut rec = String::from("{\"left\":");
                     crate::record::row_json(&schemas[0], l, &mut rec);
@@ -84,8 +84,8 @@ impl Operator for Join {
         };
         let input = self.inputs[port].clone();
         for (row, ts) in batch.rows() {
-            let key = match key_expr.eval(&[row]) {
-                Ok(v) => v.into_value(),
+            let key = match key_expr.eval_value(&[row]) {
+                Ok(v) => v,
                 Err(e) => {
                     out.dead_row(&input, row, format!("join key: {e}"));
                     continue;

@@ -59,6 +59,11 @@ impl Emit {
     }
 
     pub fn push(&mut self, row: impl IntoIterator<Item = Value>, time: i64) {
+        if self.cur.is_empty() {
+            // Start each batch with room for a good share of rows: growing a batch row by row
+            // copies it several times.
+            self.cur.reserve(BATCH_SIZE / 4);
+        }
         self.cur.push(row, time);
         if self.cur.len() >= BATCH_SIZE {
             self.flush();

@@ -56,8 +56,8 @@ impl Operator for Map {
         'rows: for (row, time) in batch.rows() {
             vals.clear();
             for (e, f) in self.exprs.iter().zip(&self.schema.fields) {
-                match e.eval(&[row]) {
-                    Ok(v) => vals.push(v.into_value()),
+                match e.eval_value(&[row]) {
+                    Ok(v) => vals.push(v),
                     Err(err) => {
                         out.dead_row(&batch.schema, row, format!("map.{}: {err}", f.name));
                         continue 'rows;

@@ -5,7 +5,7 @@
 //! accumulators, so firing on a watermark pops whole panes instead of scanning keys. Sessions
 //! keep a list per key and a timer map ordered by session end.
 
-use super::aggregate::{Acc, apply, eval_args, new_accs};
+use super::aggregate::{Acc, Accs, apply, eval_args, new_accs};
 use super::window::WindowKind;
 use super::{Emit, Operator};
 use crate::expr::V;
@@ -14,18 +14,19 @@ use crate::record::{Batch, Schema, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-type Key = Box<[Value]>;
+/// A key; a single-field key (the common case) lives inline, without an allocation.
+type Key = smallvec::SmallVec<[Value; 1]>;
 type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
 
 struct Pane {
     fired: bool,
-    keys: Map<Key, Box<[Acc]>>,
+    keys: Map<Key, Accs>,
 }
 
 struct Sess {
     start: i64,
     end: i64,
-    accs: Box<[Acc]>,
+    accs: Accs,
     fired: bool,
 }
 
@@ -38,6 +39,8 @@ pub struct WindowAgg {
     sessions: Map<Key, Vec<Sess>>,
     timers: BTreeMap<i64, Vec<Key>>,
     key_buf: Vec<Value>,
+    /// Keys in the most recently fired pane, to size new panes.
+    last_pane_keys: usize,
     win_buf: Vec<(i64, i64)>,
 }
 
@@ -52,6 +55,7 @@ impl WindowAgg {
             sessions: Map::default(),
             timers: BTreeMap::new(),
             key_buf: Vec::new(),
+            last_pane_keys: 0,
             win_buf: Vec::new(),
         }
     }
@@ -108,6 +112,7 @@ impl WindowAgg {
                     Self::emit_row(out, key, start, end, accs);
                 }
                 pane.fired = true;
+                self.last_pane_keys = pane.keys.len();
             }
             if window.is_late(end, w) {
                 done.push((end, start));
@@ -143,7 +148,7 @@ impl WindowAgg {
         if window.is_late(end, self.wm) {
             return Ok(false);
         }
-        let key: Key = self.key_buf.clone().into_boxed_slice();
+        let key: Key = self.key_buf.iter().cloned().collect::<Key>();
         let list = self.sessions.entry(key.clone()).or_default();
         let mut accs = new_accs(&self.spec.aggs);
         let mut i = 0;
@@ -197,15 +202,18 @@ impl WindowAgg {
             // A window the watermark already passed (within the allowed lateness) fires on
             // every record, as Flink's event-time trigger does.
             let wm = self.wm;
+            // Size a new pane like the last one: growing a map of thousands of keys rehashes
+            // (and moves) it many times.
+            let hint = self.last_pane_keys;
             let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
                 fired: end - 1 <= wm,
-                keys: Map::default(),
+                keys: Map::with_capacity_and_hasher(hint, Default::default()),
             });
             let accs = match pane.keys.get_mut(&self.key_buf[..]) {
                 Some(a) => a,
                 None => pane
                     .keys
-                    .entry(self.key_buf.clone().into_boxed_slice())
+                    .entry(self.key_buf.iter().cloned().collect::<Key>())
                     .or_insert_with(|| new_accs(&self.spec.aggs)),
             };
             apply(&self.spec.aggs, accs, args, ts).map_err(|e| e.to_string())?;
@@ -242,8 +250,8 @@ impl Operator for WindowAgg {
             };
             self.key_buf.clear();
             for k in &spec.key {
-                match k.eval(&[row]) {
-                    Ok(v) => self.key_buf.push(v.into_value()),
+                match k.eval_value(&[row]) {
+                    Ok(v) => self.key_buf.push(v),
                     Err(e) => {
                         out.dead_row(&self.input, row, format!("key: {e}"));
                         continue 'rows;
