@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: Eddy's benchmark cases (QUICK=1 for a short smoke run). See docs/benchmarks.md.
+# `make bench`: Eddy and Apache Flink side by side (bench/run.py), then the micro-benchmarks of
+# each hot piece (runtime/benches/hot_path.rs; skipped with QUICK=1). See docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 bench/run.py
+python3 bench/run.py
+if [[ -z "${QUICK:-}" || "${QUICK}" == "0" ]]; then
+  cargo bench -p eddy-runtime --bench hot_path -- --quick 2>&1 | grep -E '^[a-z_]+/|time:|thrpt:'
+fi

@@ -338,6 +338,17 @@ fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
             let (a, _) = node(args[0], scope)?;
             let (b, _) = node(args[1], scope)?;
             let neg = name == op::NOT_EQUALS;
+            if let Some((vi, fi, lit)) = field_and_literal(args[0], args[1], scope) {
+                // `event.f == 'x'`: one closure, no calls for the operands.
+                return Ok((
+                    Box::new(move |rows: &[&[Value]]| {
+                        Ok(V::Bool(
+                            eq_v(&V::from_value(&rows[vi][fi]), &V::from_value(&lit)) != neg,
+                        ))
+                    }),
+                    Type::Bool,
+                ));
+            }
             Ok((
                 Box::new(move |rows: &[&[Value]]| Ok(V::Bool(eq_v(&a(rows)?, &b(rows)?) != neg))),
                 Type::Bool,
@@ -356,6 +367,22 @@ fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
                 op::GREATER => Ordering::is_gt,
                 _ => Ordering::is_ge,
             };
+            if let Some((vi, fi, lit)) = field_and_literal(args[0], args[1], scope) {
+                // `event.f > 100` (or `100 < event.f`, with the test mirrored).
+                let flipped = !matches!(args[0].expr, Expr::Select(_));
+                return Ok((
+                    Box::new(move |rows: &[&[Value]]| {
+                        let (f, l) = (V::from_value(&rows[vi][fi]), V::from_value(&lit));
+                        let o = if flipped {
+                            cmp_v(&l, &f)?
+                        } else {
+                            cmp_v(&f, &l)?
+                        };
+                        Ok(V::Bool(o.is_some_and(test)))
+                    }),
+                    Type::Bool,
+                ));
+            }
             Ok((
                 Box::new(move |rows: &[&[Value]]| {
                     let (x, y) = (a(rows)?, b(rows)?);
@@ -542,6 +569,30 @@ fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
             let _ = arity(call, 0);
             Err(format!("unknown function `{other}`; {}", unsupported("it")))
         }
+    }
+}
+
+/// `(variable, field, literal)` when one operand is a plain field and the other a literal.
+fn field_and_literal(x: &IdedExpr, y: &IdedExpr, scope: &Scope) -> Option<(usize, usize, Value)> {
+    let field = |e: &IdedExpr| match &e.expr {
+        Expr::Select(sel) if !sel.test => match &sel.operand.expr {
+            Expr::Ident(var) => scope
+                .var(var)
+                .and_then(|(vi, schema)| schema.index_of(&sel.field).map(|fi| (vi, fi))),
+            _ => None,
+        },
+        _ => None,
+    };
+    let lit = |e: &IdedExpr| match &e.expr {
+        Expr::Literal(l) => literal(l)
+            .ok()
+            .and_then(|(f, _)| f(&[]).ok())
+            .map(V::into_value),
+        _ => None,
+    };
+    match (field(x), lit(y), field(y), lit(x)) {
+        (Some((vi, fi)), Some(l), _, _) | (_, _, Some((vi, fi)), Some(l)) => Some((vi, fi, l)),
+        _ => None,
     }
 }
 

@@ -21,6 +21,13 @@ const EXPRS: &[&str] = &[
     "event.s.endsWith(event.t)",
     "-event.a + 7 * (event.b % 5)",
     "event.s < event.t",
+    "event.a > 3",
+    "-10 <= event.b",
+    "event.s == 'xa'",
+    "event.d != 2.5",
+    "3.5 > event.a",
+    "event.a == 7",
+    "'ab' >= event.t",
 ];
 
 fn schema() -> Arc<Schema> {

@@ -1,0 +1,189 @@
+//! Micro-benchmarks of each hot piece, so a change that slows one shows up in `make bench`:
+//! expression evaluation (compiled vs the `cel` interpreter), JSON decoding, the window update,
+//! and an exchange hop.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use eddy::connectors::file::RowSeed;
+use eddy::connectors::generator::{ClickConfig, mix64};
+use eddy::exchange::{Envelope, Msg};
+use eddy::expr::{Scope, compile};
+use eddy::job::graph::NodeKind;
+use eddy::operators::window_agg::WindowAgg;
+use eddy::operators::{Emit, Operator};
+use eddy::record::{BATCH_SIZE, Batch, Schema, Value};
+use serde::de::DeserializeSeed;
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn clicks(n: usize) -> Batch {
+    let cfg = ClickConfig {
+        keys: 10_000,
+        ..Default::default()
+    };
+    let s = mix64(cfg.seed);
+    let mut b = Batch::with_capacity(Arc::new(ClickConfig::schema()), n);
+    for i in 0..n as u64 {
+        let row = cfg.record(s, i);
+        let ts = match row[4] {
+            Value::Int(t) => t,
+            _ => 0,
+        };
+        b.push(row, ts);
+    }
+    b
+}
+
+fn expressions(c: &mut Criterion) {
+    let src = "event.user != '' && event.amount > 100";
+    let schema = Arc::new(ClickConfig::schema());
+    let compiled = compile(src, &Scope::event(schema.clone())).expect("compiles");
+    let batch = clicks(BATCH_SIZE);
+    let mut g = c.benchmark_group("expr");
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    g.bench_function("compiled_filter", |b| {
+        b.iter(|| {
+            batch
+                .rows()
+                .filter(|(row, _)| compiled.eval_bool(&[row]).unwrap_or(false))
+                .count()
+        })
+    });
+    let program = cel::Program::compile(src).expect("cel");
+    let maps: Vec<std::collections::HashMap<String, cel::Value>> = batch
+        .rows()
+        .map(|(row, _)| {
+            schema
+                .fields
+                .iter()
+                .zip(row)
+                .map(|(f, v)| {
+                    let cv = match v {
+                        Value::Int(i) => cel::Value::Int(*i),
+                        Value::Str(s) => cel::Value::String(Arc::new(s.to_string())),
+                        _ => cel::Value::Null,
+                    };
+                    (f.name.clone(), cv)
+                })
+                .collect()
+        })
+        .collect();
+    g.bench_function("cel_interpreter_filter", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for m in &maps {
+                let mut ctx = cel::Context::default();
+                ctx.add_variable_from_value("event", m.clone());
+                if program.execute(&ctx) == Ok(cel::Value::Bool(true)) {
+                    n += 1;
+                }
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+fn json_decode(c: &mut Criterion) {
+    let schema = ClickConfig::schema();
+    let batch = clicks(BATCH_SIZE);
+    let lines: Vec<String> = (0..batch.len())
+        .map(|i| {
+            let mut s = String::new();
+            batch.row_json(i, &mut s);
+            s
+        })
+        .collect();
+    let mut g = c.benchmark_group("json");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("decode_click_rows", |b| {
+        let mut row = Vec::new();
+        b.iter(|| {
+            for l in &lines {
+                row.clear();
+                row.resize(schema.len(), Value::Null);
+                let mut de = serde_json::Deserializer::from_str(l);
+                RowSeed {
+                    schema: &schema,
+                    row: &mut row,
+                }
+                .deserialize(&mut de)
+                .expect("decodes");
+                black_box(&row);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn window_update(c: &mut Criterion) {
+    let yaml = "sources:\n  - { name: c, generator: { keys: 10000 } }\nsteps:\n  - { name: w, from: c, keyBy: event.user, window: { tumbling: 10s }, aggregate: { n: count() } }\nsinks:\n  - { name: o, from: w, stdout: {} }\n";
+    let (_, graph) = eddy::plan::compile(yaml).expect("plan");
+    let (spec, out_schema) = graph
+        .nodes
+        .iter()
+        .find_map(|n| match &n.kind {
+            NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
+            _ => None,
+        })
+        .expect("window node");
+    let input = Arc::new(ClickConfig::schema());
+    let batch = clicks(BATCH_SIZE);
+    let mut g = c.benchmark_group("window");
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    g.bench_function("tumbling_count_update", |b| {
+        b.iter_batched(
+            || {
+                (
+                    WindowAgg::new(spec.clone(), input.clone(), false),
+                    batch.clone(),
+                )
+            },
+            |(mut op, batch)| {
+                let mut emit = Emit::new("w".into(), out_schema.clone());
+                op.on_batch(0, batch, &mut emit);
+                op
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn exchange_hop(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let batch = clicks(BATCH_SIZE);
+    let mut g = c.benchmark_group("exchange");
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    g.bench_function("channel_hop_batch", |b| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Envelope>(16);
+        b.iter_batched(
+            || batch.clone(),
+            |batch| {
+                rt.block_on(async {
+                    tx.send(Envelope {
+                        port: 0,
+                        from: 0,
+                        msg: Msg::Data(batch),
+                    })
+                    .await
+                    .expect("send");
+                    rx.recv().await.expect("recv")
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    let _ = Schema::default();
+}
+
+criterion_group!(
+    benches,
+    expressions,
+    json_decode,
+    window_update,
+    exchange_hop
+);
+criterion_main!(benches);
