@@ -113,3 +113,31 @@ fn the_examples_are_valid() {
         }
     }
 }
+
+#[test]
+fn sources_produce_only_the_fields_their_consumers_read() {
+    use eddy::job::graph::NodeKind;
+    let mask = |yaml: &str| -> Option<Vec<bool>> {
+        let (_, graph) = eddy::plan::compile(yaml).unwrap_or_else(|e| panic!("{e}"));
+        graph.nodes.iter().find_map(|n| match &n.kind {
+            NodeKind::Source(s) => Some(s.projection.as_ref().map(|m| m.to_vec())),
+            _ => None,
+        })?
+    };
+    // id, user, page, amount, ts: the count reads `user`; `ts` is the event time.
+    let counted = mask(&format!(
+        "{GOOD_SOURCE}steps:\n  - {{ name: w, from: clicks, keyBy: event.user, window: {{ tumbling: 10s }}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: out, from: w, stdout: {{}} }}\n"
+    ));
+    assert_eq!(counted, Some(vec![false, true, false, false, true]));
+    // A filter passes whole records on to its consumers: their needs count too.
+    let filtered = mask(&format!(
+        "{GOOD_SOURCE}steps:\n  - {{ name: f, from: clicks, filter: 'event.amount > 5' }}\n  - {{ name: w, from: f, keyBy: event.page, window: {{ tumbling: 10s }}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: out, from: w, stdout: {{}} }}\n"
+    ));
+    assert_eq!(filtered, Some(vec![false, false, true, true, true]));
+    // A sink of the source itself, or a late output, needs every field.
+    assert_eq!(mask(&format!("{GOOD_SOURCE}sinks:\n  - {{ name: out, from: clicks, stdout: {{}} }}\n")), None);
+    let late = mask(&format!(
+        "{GOOD_SOURCE}steps:\n  - {{ name: w, from: clicks, keyBy: event.user, window: {{ tumbling: 10s, lateOutput: l }}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: out, from: w, stdout: {{}} }}\n  - {{ name: late, from: l, stdout: {{}} }}\n"
+    ));
+    assert_eq!(late, None);
+}

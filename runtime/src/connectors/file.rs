@@ -90,6 +90,7 @@ pub struct FileSource {
     time: TimeField,
     line: String,
     row: Vec<Value>,
+    projection: Option<Arc<[bool]>>,
 }
 
 impl FileSource {
@@ -99,6 +100,7 @@ impl FileSource {
         worker: usize,
         workers: usize,
         time: TimeField,
+        projection: Option<Arc<[bool]>>,
     ) -> Result<FileSource, ConnectorError> {
         let mut files: Vec<PathBuf> = list_files(&config.path)?
             .into_iter()
@@ -112,6 +114,7 @@ impl FileSource {
             files,
             current: None,
             time,
+            projection,
             line: String::new(),
             row: Vec::new(),
         })
@@ -160,6 +163,7 @@ impl Source for FileSource {
             let parsed = RowSeed {
                 schema: &self.schema,
                 row: &mut self.row,
+                mask: self.projection.as_deref(),
             }
             .deserialize(&mut de)
             .and_then(|_| de.end());
@@ -191,6 +195,8 @@ impl Source for FileSource {
 pub struct RowSeed<'s> {
     pub schema: &'s Schema,
     pub row: &'s mut Vec<Value>,
+    /// Fields to decode (`None`: all); the others are skipped like unknown keys.
+    pub mask: Option<&'s [bool]>,
 }
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
@@ -209,14 +215,14 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match self.schema.index_of(&key) {
-                Some(i) => {
+                Some(i) if self.mask.is_none_or(|m| m[i]) => {
                     let ty = self.schema.fields[i].ty;
                     let v = map.next_value_seed(ValueSeed)?;
                     self.row[i] = coerce(v, ty).map_err(|got| {
                         de::Error::custom(format!("field `{key}`: expected {ty:?}, got {got}"))
                     })?;
                 }
-                None => {
+                _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -297,6 +303,7 @@ mod tests {
         RowSeed {
             schema,
             row: &mut row,
+            mask: None,
         }
         .deserialize(&mut de)
         .map_err(|e| e.to_string())?;

@@ -40,6 +40,8 @@ pub struct SourceSpec {
     pub out_of_orderness: i64,
     /// Wall-clock pacing, records per second over all workers.
     pub rate: Option<u64>,
+    /// The fields downstream steps read (`None`: all); the others may be left null.
+    pub projection: Option<Arc<[bool]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,12 +67,14 @@ impl SourceSpec {
                 worker,
                 workers,
                 self.time,
+                self.projection.clone(),
             )),
             SourceConnector::Nexmark(c) => Box::new(nexmark::NexmarkSource::new(
                 c.clone(),
                 worker,
                 workers,
                 self.time,
+                self.projection.clone(),
             )),
             SourceConnector::File(c) => Box::new(file::FileSource::open(
                 c,
@@ -78,6 +82,7 @@ impl SourceSpec {
                 worker,
                 workers,
                 self.time,
+                self.projection.clone(),
             )?),
         })
     }

@@ -109,6 +109,12 @@ impl NexmarkConfig {
 
     /// Event `i` (which must be of this config's kind), in schema order.
     pub fn record(&self, s: u64, i: u64, row: &mut Vec<Value>) {
+        self.record_projected(s, i, row, None)
+    }
+
+    /// Event `i` with only the string fields `mask` selects built (the others null).
+    pub fn record_projected(&self, s: u64, i: u64, row: &mut Vec<Value>, mask: Option<&[bool]>) {
+        let want = |k: usize| mask.is_none_or(|m| m[k]);
         let epoch = i / 50;
         let off = i % 50;
         let t = at(self.start_time, self.events_per_second, i);
@@ -117,19 +123,26 @@ impl NexmarkConfig {
         match self.kind {
             Kind::Person => {
                 let id = 1000 + epoch;
-                let name = format!(
-                    "{} {}",
-                    FIRST[pick(s, i, 0, 11) as usize],
-                    LAST[pick(s, i, 1, 9) as usize]
-                );
                 let card = 1000 + pick(s, i, 2, 9000);
+                let or_null =
+                    |k: usize, v: &dyn Fn() -> Value| if want(k) { v() } else { Value::Null };
                 row.extend([
                     int(id),
-                    st(&name),
-                    Value::Str(compact_str::format_compact!("p{id}@example.com")),
-                    Value::Str(compact_str::format_compact!("{card} {card} {card} {card}")),
-                    st(CITIES[pick(s, i, 3, 10) as usize]),
-                    st(STATES[pick(s, i, 4, 6) as usize]),
+                    or_null(1, &|| {
+                        Value::Str(compact_str::format_compact!(
+                            "{} {}",
+                            FIRST[pick(s, i, 0, 11) as usize],
+                            LAST[pick(s, i, 1, 9) as usize]
+                        ))
+                    }),
+                    or_null(2, &|| {
+                        Value::Str(compact_str::format_compact!("p{id}@example.com"))
+                    }),
+                    or_null(3, &|| {
+                        Value::Str(compact_str::format_compact!("{card} {card} {card} {card}"))
+                    }),
+                    or_null(4, &|| st(CITIES[pick(s, i, 3, 10) as usize])),
+                    or_null(5, &|| st(STATES[pick(s, i, 4, 6) as usize])),
                     Value::Int(t),
                 ]);
             }
@@ -139,7 +152,11 @@ impl NexmarkConfig {
                 let initial = 1 + pick(s, i, 0, 1000);
                 row.extend([
                     int(id),
-                    prefixed("item-", id),
+                    if want(1) {
+                        prefixed("item-", id)
+                    } else {
+                        Value::Null
+                    },
                     int(initial),
                     int(initial + pick(s, i, 1, 1000)),
                     int(1000 + epoch - pick(s, i, 2, persons.min(100))),
@@ -165,8 +182,16 @@ impl NexmarkConfig {
                     int(auction),
                     int(bidder),
                     int(100 + pick(s, i, 4, 100_000)),
-                    st(CHANNELS[pick(s, i, 5, 4) as usize]),
-                    prefixed("https://nexmark.example/item/", pick(s, i, 6, 1000)),
+                    if want(3) {
+                        st(CHANNELS[pick(s, i, 5, 4) as usize])
+                    } else {
+                        Value::Null
+                    },
+                    if want(4) {
+                        prefixed("https://nexmark.example/item/", pick(s, i, 6, 1000))
+                    } else {
+                        Value::Null
+                    },
                     Value::Int(t),
                 ]);
             }
@@ -184,6 +209,7 @@ pub struct NexmarkSource {
     workers: u64,
     time: TimeField,
     row: Vec<Value>,
+    projection: Option<std::sync::Arc<[bool]>>,
 }
 
 impl NexmarkSource {
@@ -192,6 +218,7 @@ impl NexmarkSource {
         worker: usize,
         workers: usize,
         time: TimeField,
+        projection: Option<std::sync::Arc<[bool]>>,
     ) -> NexmarkSource {
         let seed_mix = mix64(config.seed);
         let mut src = NexmarkSource {
@@ -202,6 +229,7 @@ impl NexmarkSource {
             workers: workers.max(1) as u64,
             time,
             row: Vec::new(),
+            projection,
         };
         src.skip_to_kind();
         src
@@ -234,7 +262,12 @@ impl Source for NexmarkSource {
                 return Ok(false);
             }
             self.row.clear();
-            self.config.record(self.seed_mix, self.next, &mut self.row);
+            self.config.record_projected(
+                self.seed_mix,
+                self.next,
+                &mut self.row,
+                self.projection.as_deref(),
+            );
             let t = match self.time {
                 TimeField::Field(f) => match self.row[f] {
                     Value::Int(t) => t,

@@ -15,6 +15,9 @@ pub struct Compiled {
     /// `(variable, field)` when the expression is just a field, so callers that need an owned
     /// value can clone it from the row instead of converting (and copying) a string.
     pub field: Option<(usize, usize)>,
+    /// Every field the expression reads, as `(variable, field)`: what projection push-down
+    /// keeps.
+    pub refs: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -55,17 +58,21 @@ impl Compiled {
 #[derive(Clone, Debug)]
 pub struct Scope {
     vars: Vec<(String, Arc<Schema>)>,
+    /// Fields the expression being compiled reads, as `(variable, field)`.
+    refs: std::cell::RefCell<Vec<(usize, usize)>>,
 }
 
 impl Scope {
     pub fn event(schema: Arc<Schema>) -> Scope {
         Scope {
+            refs: Default::default(),
             vars: vec![("event".into(), schema)],
         }
     }
 
     pub fn join(left: Arc<Schema>, right: Arc<Schema>) -> Scope {
         Scope {
+            refs: Default::default(),
             vars: vec![("left".into(), left), ("right".into(), right)],
         }
     }
@@ -104,7 +111,11 @@ pub fn compile(src: &str, scope: &Scope) -> Result<Compiled, String> {
 }
 
 pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
+    scope.refs.borrow_mut().clear();
     let (f, ty) = node(ast, scope)?;
+    let mut refs = std::mem::take(&mut *scope.refs.borrow_mut());
+    refs.sort_unstable();
+    refs.dedup();
     let field = match &ast.expr {
         Expr::Select(sel) if !sel.test => match &sel.operand.expr {
             Expr::Ident(var) => scope
@@ -114,7 +125,7 @@ pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
         },
         _ => None,
     };
-    Ok(Compiled { f, ty, field })
+    Ok(Compiled { f, ty, field, refs })
 }
 
 fn unsupported(what: &str) -> String {
@@ -147,6 +158,9 @@ fn node(e: &IdedExpr, scope: &Scope) -> Result<(F, Type), String> {
                 ));
             };
             let idx = schema.index_of(&sel.field);
+            if let Some(fi) = idx {
+                scope.refs.borrow_mut().push((vi, fi));
+            }
             if sel.test {
                 // has(event.f): the field exists in the schema and is set for this record.
                 return Ok(match idx {

@@ -5,6 +5,7 @@
 //! hint, before anything runs.
 
 mod duration;
+mod projection;
 mod sources;
 mod steps;
 mod validate;

@@ -162,6 +162,7 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
         time,
         out_of_orderness: ooo,
         rate,
+        projection: None,
     };
     b.add(
         &s.name,

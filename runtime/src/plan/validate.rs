@@ -130,11 +130,13 @@ pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
         None => None,
     };
     if b.errors.is_empty() {
-        Ok(Graph {
+        let mut graph = Graph {
             nodes: b.nodes,
             max_parallelism,
             dead_letter,
-        })
+        };
+        super::projection::push_down(&mut graph);
+        Ok(graph)
     } else {
         Err(PlanErrors(b.errors))
     }
