@@ -105,6 +105,7 @@ fn json_decode(c: &mut Criterion) {
                 RowSeed {
                     schema: &schema,
                     row: &mut row,
+                    mask: None,
                 }
                 .deserialize(&mut de)
                 .expect("decodes");

@@ -135,7 +135,12 @@ fn sources_produce_only_the_fields_their_consumers_read() {
     ));
     assert_eq!(filtered, Some(vec![false, false, true, true, true]));
     // A sink of the source itself, or a late output, needs every field.
-    assert_eq!(mask(&format!("{GOOD_SOURCE}sinks:\n  - {{ name: out, from: clicks, stdout: {{}} }}\n")), None);
+    assert_eq!(
+        mask(&format!(
+            "{GOOD_SOURCE}sinks:\n  - {{ name: out, from: clicks, stdout: {{}} }}\n"
+        )),
+        None
+    );
     let late = mask(&format!(
         "{GOOD_SOURCE}steps:\n  - {{ name: w, from: clicks, keyBy: event.user, window: {{ tumbling: 10s, lateOutput: l }}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: out, from: w, stdout: {{}} }}\n  - {{ name: late, from: l, stdout: {{}} }}\n"
     ));
