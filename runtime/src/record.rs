@@ -310,6 +310,11 @@ impl Batch {
         self.times.push(time);
     }
 
+    /// The rows' values (row-major) and times, for moving rows elsewhere.
+    pub fn into_parts(self) -> (Vec<Value>, Vec<i64>) {
+        (self.values, self.times)
+    }
+
     pub fn reserve(&mut self, rows: usize) {
         self.values.reserve(rows * self.schema.len());
         self.times.reserve(rows);

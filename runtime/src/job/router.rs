@@ -30,6 +30,7 @@ pub struct Outputs {
     max_parallelism: u32,
     key_buf: Vec<u8>,
     parts: Vec<Batch>,
+    owners: Vec<usize>,
 }
 
 impl Outputs {
@@ -76,6 +77,7 @@ impl Outputs {
             max_parallelism: graph.max_parallelism,
             key_buf: Vec::new(),
             parts: Vec::new(),
+            owners: Vec::new(),
         }
     }
 
@@ -136,7 +138,7 @@ impl Outputs {
             }
         };
         let n = self.edges[e].targets.len();
-        self.partition(&batch, &keys, n, emit);
+        self.partition(batch, &keys, n, emit);
         let parts = std::mem::take(&mut self.parts);
         for (w, part) in parts.into_iter().enumerate() {
             if !part.is_empty() {
@@ -147,11 +149,13 @@ impl Outputs {
         Ok(())
     }
 
-    fn partition(&mut self, batch: &Batch, keys: &Arc<Vec<Compiled>>, n: usize, emit: &mut Emit) {
-        self.parts = (0..n)
-            .map(|_| Batch::with_capacity(batch.schema.clone(), batch.len() / n + 8))
-            .collect();
-        'rows: for (row, t) in batch.rows() {
+    /// Splits `batch` by owner worker, moving (not cloning) each row into its part.
+    fn partition(&mut self, batch: Batch, keys: &Arc<Vec<Compiled>>, n: usize, emit: &mut Emit) {
+        const DEAD: usize = usize::MAX;
+        let mut owners = std::mem::take(&mut self.owners);
+        owners.clear();
+        let mut counts = vec![0usize; n];
+        'rows: for (row, _) in batch.rows() {
             self.key_buf.clear();
             for k in keys.iter() {
                 let v = match k.field {
@@ -162,6 +166,7 @@ impl Outputs {
                     Ok(v) => canonical_bytes(&v, &mut self.key_buf),
                     Err(e) => {
                         emit.dead_row(&batch.schema, row, format!("key: {e}"));
+                        owners.push(DEAD);
                         continue 'rows;
                     }
                 }
@@ -171,8 +176,25 @@ impl Outputs {
                 n,
                 self.max_parallelism,
             );
-            self.parts[w].push_slice(row, t);
+            counts[w] += 1;
+            owners.push(w);
         }
+        self.parts = counts
+            .iter()
+            .map(|c| Batch::with_capacity(batch.schema.clone(), *c))
+            .collect();
+        let width = batch.width();
+        let (values, times) = batch.into_parts();
+        let mut values = values.into_iter();
+        for (&w, &t) in owners.iter().zip(times.iter()) {
+            let row = values.by_ref().take(width);
+            if w == DEAD {
+                row.for_each(drop);
+            } else {
+                self.parts[w].push(row, t);
+            }
+        }
+        self.owners = owners;
     }
 
     pub async fn send(&mut self, batch: Batch, emit: &mut Emit) -> Result<(), JobError> {
