@@ -189,6 +189,18 @@ fn reference(recs: &[Rec], kind: Kind, lateness: i64, ooo: i64) -> (Vec<Row>, Ve
     (out, late)
 }
 
+/// Compiles and runs a plan to completion with `p` workers.
+fn run_yaml(yaml: &str, p: usize) {
+    let (_, graph) = eddy::plan::compile(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(eddy::run_graph(graph, p, Arc::new(Metrics::default())))
+        .expect("job runs");
+}
+
 fn write_input(recs: &[Rec]) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new()
         .suffix(".jsonl")
@@ -240,14 +252,7 @@ sinks:
         out = out.display(),
         late = late.display()
     );
-    let (_, graph) = eddy::plan::compile(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(eddy::run_graph(graph, p, Arc::new(Metrics::default())))
-        .expect("job runs");
+    run_yaml(&yaml, p);
     let text = std::fs::read_to_string(&out).expect("output");
     let mut rows: Vec<Row> = text
         .lines()
@@ -398,14 +403,7 @@ sinks:
             r = rf.path().display(),
             o = out.display()
         );
-        let (_, graph) = eddy::plan::compile(&yaml).unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(eddy::run_graph(graph, p, Arc::new(Metrics::default())))
-            .expect("job");
+        run_yaml(&yaml, p);
         let mut got: BTreeMap<(i64, i64, i64, i64), usize> = BTreeMap::new();
         for line in std::fs::read_to_string(&out).expect("out").lines() {
             let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -435,14 +433,7 @@ sinks:
         i = f.path().display(),
         o = out.display()
     );
-    let (_, graph) = eddy::plan::compile(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(eddy::run_graph(graph, 2, Arc::new(Metrics::default())))
-        .expect("job");
+    run_yaml(&yaml, 2);
     let total: i64 = std::fs::read_to_string(&out)
         .expect("out")
         .lines()

@@ -123,13 +123,7 @@ impl WindowAgg {
         }
     }
 
-    fn add_session(
-        &mut self,
-        row: &[Value],
-        ts: i64,
-        args: &[V<'_>],
-        out: &mut Emit,
-    ) -> Result<bool, String> {
+    fn add_session(&mut self, ts: i64, args: &[V<'_>], out: &mut Emit) -> Result<bool, String> {
         let window = self.spec.window;
         let WindowKind::Session { gap } = window.kind else {
             return Ok(true);
@@ -174,20 +168,13 @@ impl WindowAgg {
             s.fired = true;
         }
         list.push(s);
-        let _ = row;
         self.timers.entry(end).or_default().push(key);
         Ok(true)
     }
 
-    fn on_row(
-        &mut self,
-        row: &[Value],
-        ts: i64,
-        args: &[V<'_>],
-        out: &mut Emit,
-    ) -> Result<bool, String> {
+    fn on_row(&mut self, ts: i64, args: &[V<'_>], out: &mut Emit) -> Result<bool, String> {
         if let WindowKind::Session { .. } = self.spec.window.kind {
-            return self.add_session(row, ts, args, out);
+            return self.add_session(ts, args, out);
         }
         let window = self.spec.window;
         self.win_buf.clear();
@@ -262,7 +249,7 @@ impl Operator for WindowAgg {
                 out.dead_row(&self.input, row, format!("aggregate: {e}"));
                 continue;
             }
-            match self.on_row(row, ts, &args, out) {
+            match self.on_row(ts, &args, out) {
                 Ok(true) => {}
                 Ok(false) => {
                     let input = self.input.clone();
