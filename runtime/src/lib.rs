@@ -15,22 +15,13 @@ pub mod record;
 
 use std::sync::Arc;
 
-/// Why [`run_plan`] failed.
+/// Why [`run_graph`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{0}")]
     Plan(#[from] plan::PlanErrors),
     #[error("{0}")]
     Job(#[from] job::JobError),
-}
-
-/// Validates a plan and runs it to completion with `parallelism` workers in this process.
-pub async fn run_plan(
-    pipeline: &plan::Pipeline,
-    parallelism: usize,
-    metrics: Arc<job::progress::Metrics>,
-) -> Result<(), RunError> {
-    run_graph(plan::validate(pipeline)?, parallelism, metrics).await
 }
 
 /// Runs an already validated graph to completion with `parallelism` workers in this process.

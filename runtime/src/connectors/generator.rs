@@ -159,13 +159,7 @@ impl Source for ClickSource {
             let row =
                 self.config
                     .record_projected(self.seed_mix, self.next, self.projection.as_deref());
-            let t = match self.time {
-                TimeField::Field(f) => match row[f] {
-                    Value::Int(t) => t,
-                    _ => now,
-                },
-                TimeField::Processing => now,
-            };
+            let t = self.time.of(&row, now);
             out.push(row, t);
             self.next += self.step;
         }

@@ -30,6 +30,20 @@ pub enum TimeField {
     Processing,
 }
 
+impl TimeField {
+    /// A generated row's time: its time field (always an int for the generators), else `now`.
+    #[inline]
+    pub fn of(self, row: &[crate::record::Value], now: i64) -> i64 {
+        match self {
+            TimeField::Field(f) => match row[f] {
+                crate::record::Value::Int(t) => t,
+                _ => now,
+            },
+            TimeField::Processing => now,
+        }
+    }
+}
+
 /// A source's compiled configuration.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {

@@ -268,13 +268,7 @@ impl Source for NexmarkSource {
                 &mut self.row,
                 self.projection.as_deref(),
             );
-            let t = match self.time {
-                TimeField::Field(f) => match self.row[f] {
-                    Value::Int(t) => t,
-                    _ => now,
-                },
-                TimeField::Processing => now,
-            };
+            let t = self.time.of(&self.row, now);
             out.push(self.row.drain(..), t);
             self.advance();
             self.skip_to_kind();

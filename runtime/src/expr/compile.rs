@@ -116,7 +116,13 @@ pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
     let mut refs = std::mem::take(&mut *scope.refs.borrow_mut());
     refs.sort_unstable();
     refs.dedup();
-    let field = match &ast.expr {
+    let field = plain_field(ast, scope);
+    Ok(Compiled { f, ty, field, refs })
+}
+
+/// `(variable, field)` when `e` is just a field of a scope variable, like `event.user`.
+fn plain_field(e: &IdedExpr, scope: &Scope) -> Option<(usize, usize)> {
+    match &e.expr {
         Expr::Select(sel) if !sel.test => match &sel.operand.expr {
             Expr::Ident(var) => scope
                 .var(var)
@@ -124,8 +130,7 @@ pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
             _ => None,
         },
         _ => None,
-    };
-    Ok(Compiled { f, ty, field, refs })
+    }
 }
 
 fn unsupported(what: &str) -> String {
@@ -222,17 +227,6 @@ fn literal(lit: &LiteralValue) -> Result<(F, Type), String> {
         Value::Int(i) => (Box::new(move |_: &[&[Value]]| Ok(V::Int(i))), ty),
         Value::Double(d) => (Box::new(move |_: &[&[Value]]| Ok(V::Double(d))), ty),
     })
-}
-
-fn arity(call: &CallExpr, n: usize) -> Result<(), String> {
-    if call.args.len() != n {
-        return Err(format!(
-            "`{}` takes {n} argument(s), got {}",
-            call.func_name,
-            call.args.len()
-        ));
-    }
-    Ok(())
 }
 
 fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
@@ -579,24 +573,13 @@ fn call_node(call: &CallExpr, scope: &Scope) -> Result<(F, Type), String> {
             ))
         }
         op::INDEX | op::OPT_INDEX => Err(unsupported("indexing (`x[i]`)")),
-        other => {
-            let _ = arity(call, 0);
-            Err(format!("unknown function `{other}`; {}", unsupported("it")))
-        }
+        other => Err(format!("unknown function `{other}`; {}", unsupported("it"))),
     }
 }
 
 /// `(variable, field, literal)` when one operand is a plain field and the other a literal.
 fn field_and_literal(x: &IdedExpr, y: &IdedExpr, scope: &Scope) -> Option<(usize, usize, Value)> {
-    let field = |e: &IdedExpr| match &e.expr {
-        Expr::Select(sel) if !sel.test => match &sel.operand.expr {
-            Expr::Ident(var) => scope
-                .var(var)
-                .and_then(|(vi, schema)| schema.index_of(&sel.field).map(|fi| (vi, fi))),
-            _ => None,
-        },
-        _ => None,
-    };
+    let field = |e: &IdedExpr| plain_field(e, scope);
     let lit = |e: &IdedExpr| match &e.expr {
         Expr::Literal(l) => literal(l)
             .ok()

@@ -100,6 +100,13 @@ pub struct JoinSpec {
 }
 
 impl Graph {
+    /// Whether some node reads `id`'s late side output.
+    pub fn has_late_consumer(&self, id: NodeId) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.inputs.iter().any(|i| i.from == id && i.late))
+    }
+
     /// Nodes that read `id`, with the port they read it on.
     pub fn consumers(&self, id: NodeId) -> Vec<(NodeId, usize)> {
         let mut out = Vec::new();

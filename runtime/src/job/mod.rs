@@ -173,10 +173,7 @@ fn make_operator(graph: &Arc<Graph>, id: NodeId) -> Box<dyn Operator> {
     let node = &graph.nodes[id];
     let input_schema =
         |port: usize| graph.nodes[node.inputs[port].from].schema_for(node.inputs[port].late);
-    let has_late = graph
-        .nodes
-        .iter()
-        .any(|n| n.inputs.iter().any(|i| i.from == id && i.late));
+    let has_late = graph.has_late_consumer(id);
     match &node.kind {
         NodeKind::Filter(f) => Box::new(Filter::new(f.clone())),
         NodeKind::Map(m) => Box::new(Map::new(m.clone(), node.schema.clone())),

@@ -160,16 +160,6 @@ fn render_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-/// Parses a plan from YAML text; unknown fields are all reported, each with its path.
-pub fn parse(yaml: &str) -> Result<Pipeline, PlanErrors> {
-    let (p, unknown) = parse_lenient(yaml)?;
-    if unknown.is_empty() {
-        Ok(p)
-    } else {
-        Err(PlanErrors(unknown))
-    }
-}
-
 /// Parses and validates plan text, reporting unknown fields and every validation problem
 /// together.
 pub fn compile(yaml: &str) -> Result<(Pipeline, crate::job::graph::Graph), PlanErrors> {
@@ -225,11 +215,4 @@ fn parse_lenient(yaml: &str) -> Result<(Pipeline, Vec<PlanError>), PlanErrors> {
             Err(PlanErrors(unknown))
         }
     }
-}
-
-/// Reads and parses a plan file.
-pub fn load(path: &str) -> Result<Pipeline, PlanErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PlanErrors::one(path, format!("cannot read the plan: {e}")))?;
-    parse(&text)
 }

@@ -53,10 +53,7 @@ fn input_needs(
     let from = node.inputs[port].from;
     let n = graph.nodes[from].schema_for(node.inputs[port].late).len();
     let all = vec![true; n];
-    let has_late = graph
-        .nodes
-        .iter()
-        .any(|x| x.inputs.iter().any(|i| i.from == c && i.late));
+    let has_late = graph.has_late_consumer(c);
     let mut mask = vec![false; n];
     let mut mark = |refs: &[(usize, usize)], var: usize| {
         for &(v, f) in refs {
