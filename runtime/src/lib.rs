@@ -5,10 +5,12 @@
 //! keyed windows, joins) across the [`exchange`] to sinks; [`job`] runs it all, with
 //! expressions compiled by [`expr`].
 
+pub mod admin;
 pub mod connectors;
 pub mod exchange;
 pub mod expr;
 pub mod job;
+pub mod metrics;
 pub mod operators;
 pub mod plan;
 pub mod record;
