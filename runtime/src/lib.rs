@@ -6,6 +6,7 @@
 //! expressions compiled by [`expr`].
 
 pub mod admin;
+pub mod checkpoint;
 pub mod connectors;
 pub mod exchange;
 pub mod expr;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod operators;
 pub mod plan;
 pub mod record;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -23,20 +25,25 @@ pub enum RunError {
     #[error("{0}")]
     Plan(#[from] plan::PlanErrors),
     #[error("{0}")]
-    Job(#[from] job::JobError),
+    Job(#[from] job::launch::LaunchError),
 }
 
-/// Runs an already validated graph to completion with `parallelism` workers in this process.
+/// Runs an already validated graph to completion with `parallelism` workers in this process,
+/// without checkpoints (keyed state still lives in RocksDB under a temporary directory).
 pub async fn run_graph(
     graph: job::graph::Graph,
     parallelism: usize,
     metrics: Arc<job::progress::Metrics>,
 ) -> Result<(), RunError> {
     let graph = Arc::new(graph);
-    let opts = job::RunOptions {
-        parallelism,
-        dead_letter: graph.dead_letter.clone(),
+    let opts = job::launch::LaunchOptions {
+        run: job::RunOptions {
+            parallelism,
+            dead_letter: graph.dead_letter.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    Ok(job::run(graph, opts, metrics).await?)
+    job::launch::launch(graph, opts, metrics, Arc::new(metrics::JobMetrics::new())).await?;
+    Ok(())
 }

@@ -39,12 +39,59 @@ enum Command {
         /// Seconds between progress lines.
         #[arg(long, default_value_t = 2.0)]
         progress_interval: f64,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
     },
+    /// Take a savepoint of a running job (prints its id, or its path with --wait).
+    Savepoint(eddy::admin::cli::SavepointArgs),
+    /// Stop a running job, optionally after a final savepoint (prints its path).
+    Stop(eddy::admin::cli::StopArgs),
     /// Check a plan and print every problem with its field path; exits 1 if there are any.
     Validate {
         /// The job plan (YAML).
         plan: String,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct CheckpointArgs {
+    /// Keep checkpoints here (a directory or file:// URL); with it, a restart resumes from the
+    /// latest complete checkpoint and file sinks write exactly once.
+    #[arg(long)]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints, like 2s or 1m (needs --checkpoint-dir).
+    #[arg(long, value_parser = parse_duration)]
+    checkpoint_interval: Option<std::time::Duration>,
+    /// A checkpoint fails (and is retried at the next interval) if it takes longer.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    checkpoint_timeout: std::time::Duration,
+    /// Completed checkpoints to keep.
+    #[arg(long, default_value_t = 3)]
+    checkpoints_retained: usize,
+    /// Start from this checkpoint or savepoint directory (…/checkpoints/chk-N or …/savepoints/sp-…).
+    #[arg(long)]
+    restore: Option<String>,
+    /// Job name in the checkpoint layout (default: the plan file's name).
+    #[arg(long)]
+    job: Option<String>,
+    /// Namespace in the checkpoint layout.
+    #[arg(long, default_value = "local")]
+    namespace: String,
+    /// Serve the admin API (/healthz, /metrics, /v1/savepoints, /v1/stop) here, like 127.0.0.1:9249.
+    #[arg(long, env = "EDDY_ADMIN_ADDR")]
+    admin_addr: Option<String>,
+    /// Local directory for keyed state (RocksDB); default: a temporary directory.
+    #[arg(long)]
+    state_dir: Option<std::path::PathBuf>,
+    /// Window entries each operator instance keeps in memory before spilling to RocksDB.
+    #[arg(long, default_value_t = 2_000_000)]
+    state_cache_entries: usize,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    eddy::plan::duration::parse_duration(s)
+        .map(|ms| std::time::Duration::from_millis(ms.max(1) as u64))
+        .map_err(|e| format!("{e} (like 500ms, 2s or 1m)"))
 }
 
 fn main() -> ExitCode {
@@ -58,12 +105,21 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate { plan } => validate(&plan),
+        Command::Savepoint(a) => eddy::admin::cli::savepoint(a),
+        Command::Stop(a) => eddy::admin::cli::stop(a),
         Command::Run {
             plan,
             parallelism,
             quiet,
             progress_interval,
-        } => match run(&plan, parallelism as usize, quiet, progress_interval) {
+            checkpoints,
+        } => match run(
+            &plan,
+            parallelism as usize,
+            quiet,
+            progress_interval,
+            checkpoints,
+        ) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -90,7 +146,53 @@ fn validate(path: &str) -> ExitCode {
     }
 }
 
-fn run(path: &str, parallelism: usize, quiet: bool, every: f64) -> anyhow::Result<ExitCode> {
+fn launch_options(
+    path: &str,
+    graph: &eddy::job::graph::Graph,
+    parallelism: usize,
+    c: CheckpointArgs,
+) -> anyhow::Result<eddy::job::launch::LaunchOptions> {
+    use eddy::job::launch::{CheckpointConfig, LaunchOptions};
+    if c.checkpoint_interval.is_some() && c.checkpoint_dir.is_none() {
+        anyhow::bail!("--checkpoint-interval needs --checkpoint-dir: where should checkpoints go?");
+    }
+    let job = c.job.unwrap_or_else(|| {
+        std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job".into())
+    });
+    Ok(LaunchOptions {
+        run: eddy::job::RunOptions {
+            parallelism,
+            dead_letter: graph.dead_letter.clone(),
+            ..Default::default()
+        },
+        checkpoints: c.checkpoint_dir.map(|dir| CheckpointConfig {
+            dir,
+            namespace: c.namespace,
+            job,
+            interval: c.checkpoint_interval,
+            timeout: c.checkpoint_timeout,
+            retain: c.checkpoints_retained,
+        }),
+        restore: c.restore,
+        state_dir: c.state_dir,
+        state: eddy::state::StateOptions {
+            cache_entries: c.state_cache_entries.max(1),
+            ..Default::default()
+        },
+        admin: c.admin_addr,
+    })
+}
+
+fn run(
+    path: &str,
+    parallelism: usize,
+    quiet: bool,
+    every: f64,
+    checkpoints: CheckpointArgs,
+) -> anyhow::Result<ExitCode> {
     let graph = match eddy::plan::compile_file(path) {
         Ok((_, g)) => g,
         Err(errors) => {
@@ -107,8 +209,12 @@ fn run(path: &str, parallelism: usize, quiet: bool, every: f64) -> anyhow::Resul
         let metrics = Arc::new(Metrics::default());
         let reporter = (!quiet)
             .then(|| Reporter::start(metrics.clone(), Duration::from_secs_f64(every.max(0.1))));
+        let opts = launch_options(path, &graph, parallelism, checkpoints)?;
+        let job_metrics = Arc::new(eddy::metrics::JobMetrics::new());
+        let launched =
+            eddy::job::launch::launch(Arc::new(graph), opts, metrics.clone(), job_metrics);
         let result = tokio::select! {
-            r = eddy::run_graph(graph, parallelism, metrics.clone()) => r,
+            r = launched => r,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("eddy: interrupted");
                 return Ok(ExitCode::from(130));
@@ -118,7 +224,12 @@ fn run(path: &str, parallelism: usize, quiet: bool, every: f64) -> anyhow::Resul
             r.finish().await;
         }
         match result {
-            Ok(()) => {
+            Ok(eddy::job::launch::Ended::AlreadyFinished) => Ok(ExitCode::SUCCESS),
+            Ok(eddy::job::launch::Ended::Stopped) => {
+                eprintln!("eddy: stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(eddy::job::launch::Ended::Finished) => {
                 if !quiet {
                     let s = metrics.snapshot();
                     eprintln!(
@@ -127,11 +238,6 @@ fn run(path: &str, parallelism: usize, quiet: bool, every: f64) -> anyhow::Resul
                     );
                 }
                 Ok(ExitCode::SUCCESS)
-            }
-            Err(eddy::RunError::Plan(errors)) => {
-                eprint!("{path}: {errors}");
-                eprintln!("fix the fields above and run `eddy validate {path}` again");
-                Ok(ExitCode::FAILURE)
             }
             Err(e) => Err(e.into()),
         }

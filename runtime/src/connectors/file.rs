@@ -86,7 +86,12 @@ pub fn infer_schema(path: &str) -> Result<Schema, ConnectorError> {
 pub struct FileSource {
     schema: Arc<Schema>,
     files: Vec<PathBuf>,
-    current: Option<(String, BufReader<File>, u64)>,
+    /// The file being read: name, reader, lines and bytes read so far.
+    current: Option<(String, BufReader<File>, u64, u64)>,
+    /// Files read to their end: name -> (bytes, lines).
+    finished: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Where to start each file after a restore: name -> (byte offset, line number).
+    resume_at: std::collections::BTreeMap<String, (u64, u64)>,
     time: TimeField,
     line: String,
     row: Vec<Value>,
@@ -113,6 +118,8 @@ impl FileSource {
             schema,
             files,
             current: None,
+            finished: Default::default(),
+            resume_at: Default::default(),
             time,
             projection,
             line: String::new(),
@@ -135,9 +142,20 @@ impl Source for FileSource {
                     path: name.clone(),
                     source: e,
                 })?;
-                self.current = Some((name, BufReader::with_capacity(256 * 1024, file), 0));
+                let mut reader = BufReader::with_capacity(256 * 1024, file);
+                let (offset, lines) = self.resume_at.get(&name).copied().unwrap_or((0, 0));
+                if offset > 0 {
+                    use std::io::Seek as _;
+                    reader.seek(std::io::SeekFrom::Start(offset)).map_err(|e| {
+                        ConnectorError::Io {
+                            path: name.clone(),
+                            source: e,
+                        }
+                    })?;
+                }
+                self.current = Some((name, reader, lines, offset));
             }
-            let Some((name, reader, lineno)) = self.current.as_mut() else {
+            let Some((name, reader, lineno, offset)) = self.current.as_mut() else {
                 continue;
             };
             self.line.clear();
@@ -148,10 +166,13 @@ impl Source for FileSource {
                     source: e,
                 })?;
             if read == 0 {
-                self.current = None;
+                if let Some((name, _, lines, bytes)) = self.current.take() {
+                    self.finished.insert(name, (bytes, lines));
+                }
                 continue;
             }
             *lineno += 1;
+            *offset += read as u64;
             let text = self.line.trim_end_matches(['\n', '\r']);
             if text.trim().is_empty() {
                 continue;
@@ -188,6 +209,25 @@ impl Source for FileSource {
             out.push(self.row.drain(..), t);
         }
         Ok(true)
+    }
+
+    fn position(&self) -> serde_json::Value {
+        let mut files = self.finished.clone();
+        if let Some((name, _, lines, bytes)) = &self.current {
+            files.insert(name.clone(), (*bytes, *lines));
+        }
+        serde_json::json!({ "files": files })
+    }
+
+    fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
+        for p in parts {
+            let files: std::collections::BTreeMap<String, (u64, u64)> = serde_json::from_value(
+                p.get("files").cloned().unwrap_or_default(),
+            )
+            .map_err(|e| ConnectorError::Config(format!("bad file source position: {e}")))?;
+            self.resume_at.extend(files);
+        }
+        Ok(())
     }
 }
 

@@ -125,6 +125,8 @@ pub struct ClickSource {
     seed_mix: u64,
     next: u64,
     step: u64,
+    /// What was emitted before a restore (and so is skipped).
+    done: super::position::Frontier,
     time: TimeField,
     projection: Option<std::sync::Arc<[bool]>>,
 }
@@ -143,6 +145,7 @@ impl ClickSource {
             seed_mix,
             next: worker as u64,
             step: workers.max(1) as u64,
+            done: super::position::Frontier::fresh(1, worker as u64, workers.max(1) as u64),
             time,
             projection,
         }
@@ -156,6 +159,10 @@ impl Source for ClickSource {
             if self.config.count.is_some_and(|c| self.next >= c) {
                 return Ok(false);
             }
+            if self.done.emitted(self.next) {
+                self.next += self.step;
+                continue;
+            }
             let row =
                 self.config
                     .record_projected(self.seed_mix, self.next, self.projection.as_deref());
@@ -164,5 +171,17 @@ impl Source for ClickSource {
             self.next += self.step;
         }
         Ok(true)
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::to_value(self.done.advanced_to(self.next)).unwrap_or_default()
+    }
+
+    fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
+        let all = super::position::Frontier::merge(parts)?;
+        let (mine, start) = all.for_worker(self.next % self.step, self.step)?;
+        self.done = mine;
+        self.next = start;
+        Ok(())
     }
 }

@@ -1,8 +1,10 @@
 //! Connectors: sources behind [`Source`], sinks behind [`Sink`]. Each connector is one module.
 
 pub mod file;
+pub mod file_sink;
 pub mod generator;
 pub mod nexmark;
+pub mod position;
 pub mod sink;
 
 use crate::operators::Emit;
@@ -70,6 +72,11 @@ pub trait Source: Send {
     /// Pushes up to `max` records into `out` (and dead letters for records that do not parse).
     /// Returns `false` once the input is exhausted.
     fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError>;
+    /// Where this worker is, for a checkpoint: everything before it was emitted.
+    fn position(&self) -> serde_json::Value;
+    /// Continues after the positions every worker of the checkpointed run recorded (their
+    /// parallelism may differ from this run's).
+    fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError>;
 }
 
 impl SourceSpec {

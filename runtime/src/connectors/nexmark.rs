@@ -207,6 +207,8 @@ pub struct NexmarkSource {
     next: u64,
     worker: u64,
     workers: u64,
+    /// What was emitted before a restore (and so is skipped).
+    done: super::position::Frontier,
     time: TimeField,
     row: Vec<Value>,
     projection: Option<std::sync::Arc<[bool]>>,
@@ -227,6 +229,7 @@ impl NexmarkSource {
             next: worker as u64 * 50,
             worker: worker as u64,
             workers: workers.max(1) as u64,
+            done: super::position::Frontier::fresh(50, worker as u64, workers.max(1) as u64),
             time,
             row: Vec::new(),
             projection,
@@ -237,7 +240,7 @@ impl NexmarkSource {
 
     fn skip_to_kind(&mut self) {
         loop {
-            if Kind::of(self.next) == self.config.kind {
+            if Kind::of(self.next) == self.config.kind && !self.done.emitted(self.next) {
                 return;
             }
             self.advance();
@@ -274,5 +277,18 @@ impl Source for NexmarkSource {
             self.skip_to_kind();
         }
         Ok(true)
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::to_value(self.done.advanced_to(self.next)).unwrap_or_default()
+    }
+
+    fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
+        let all = super::position::Frontier::merge(parts)?;
+        let (mine, start) = all.for_worker(self.worker, self.workers)?;
+        self.done = mine;
+        self.next = start;
+        self.skip_to_kind();
+        Ok(())
     }
 }

@@ -28,6 +28,8 @@ pub enum Msg {
     },
     /// No record older than this will follow from this sender.
     Watermark(i64),
+    /// Checkpoint barrier: everything before it from this sender belongs to checkpoint n.
+    Barrier(u64),
     /// This sender is done.
     End,
 }

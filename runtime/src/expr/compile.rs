@@ -18,6 +18,9 @@ pub struct Compiled {
     /// Every field the expression reads, as `(variable, field)`: what projection push-down
     /// keeps.
     pub refs: Vec<(usize, usize)>,
+    /// The CEL text it was compiled from (empty when compiled from an AST), which checkpoints
+    /// record to detect a changed plan.
+    pub text: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -107,7 +110,9 @@ pub fn parse(src: &str) -> Result<IdedExpr, String> {
 
 /// Parses and compiles `src` against `scope`.
 pub fn compile(src: &str, scope: &Scope) -> Result<Compiled, String> {
-    compile_ast(&parse(src)?, scope)
+    let mut c = compile_ast(&parse(src)?, scope)?;
+    c.text = src.trim().into();
+    Ok(c)
 }
 
 pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
@@ -117,7 +122,13 @@ pub fn compile_ast(ast: &IdedExpr, scope: &Scope) -> Result<Compiled, String> {
     refs.sort_unstable();
     refs.dedup();
     let field = plain_field(ast, scope);
-    Ok(Compiled { f, ty, field, refs })
+    Ok(Compiled {
+        f,
+        ty,
+        field,
+        refs,
+        text: "".into(),
+    })
 }
 
 /// `(variable, field)` when `e` is just a field of a scope variable, like `event.user`.

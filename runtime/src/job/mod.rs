@@ -4,24 +4,24 @@
 //! end.
 
 pub mod graph;
+pub mod launch;
 pub mod progress;
 mod router;
+mod task;
 
-use crate::connectors::sink::{LineSink, Sink as _};
+use crate::connectors::sink::LineSink;
 use crate::connectors::{ConnectorError, SinkSpec};
-use crate::exchange::{Envelope, LocalExchange, Msg};
+use crate::exchange::LocalExchange;
 use crate::operators::join::Join;
 use crate::operators::stateless::{Filter, Map, Split};
 use crate::operators::top::Top;
 use crate::operators::window_agg::WindowAgg;
 use crate::operators::{DeadLetter, Emit, Operator};
-use crate::record::BATCH_SIZE;
-use graph::{Graph, NodeId, NodeKind, Route};
+use graph::{Graph, NodeId, NodeKind};
 use progress::Metrics;
 use router::Outputs;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 #[derive(Debug, Error)]
 pub enum JobError {
@@ -52,10 +52,32 @@ impl Default for RunOptions {
     }
 }
 
+/// A restored checkpoint, downloaded and ready for the tasks.
+pub struct Restore {
+    pub meta: crate::checkpoint::Metadata,
+    /// (node, worker) -> database directories of the old instances overlapping its key
+    /// groups, and the lowest of their watermarks.
+    pub instances: std::collections::HashMap<(NodeId, usize), (Vec<std::path::PathBuf>, i64)>,
+}
+
+/// What tasks share for checkpoints, state and restore.
+pub struct Checkpointing {
+    pub coordinator: tokio::sync::mpsc::UnboundedSender<crate::checkpoint::coordinator::Msg>,
+    pub trigger: tokio::sync::watch::Receiver<u64>,
+    pub completed: tokio::sync::watch::Receiver<u64>,
+    /// Local directory for state stores and checkpoint staging.
+    pub state_dir: std::path::PathBuf,
+    pub state: crate::state::StateOptions,
+    pub restore: Option<Restore>,
+    /// File sinks commit per checkpoint (checkpoints are on).
+    pub exactly_once: bool,
+}
+
 /// The dead-letter output shared by all tasks; dead letters are rare, so a mutex is fine.
 pub struct DeadLetters {
     out: Mutex<Option<LineSink>>,
     metrics: Arc<Metrics>,
+    job_metrics: Arc<crate::metrics::JobMetrics>,
 }
 
 impl DeadLetters {
@@ -64,6 +86,7 @@ impl DeadLetters {
             return Ok(());
         }
         self.metrics.add_dead(dead.len() as u64);
+        self.job_metrics.dead_letters(dead.len() as u64);
         let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_mut() {
             Some(sink) => {
@@ -86,12 +109,16 @@ fn instances(graph: &Graph, id: NodeId, workers: usize) -> usize {
     if graph.nodes[id].single { 1 } else { workers }
 }
 
-/// Runs the graph to completion (bounded sources) or until `stop` resolves.
+/// Runs the graph to completion (bounded sources), or until the coordinator says stop
+/// (returns `Ok(false)` then).
 pub async fn run(
     graph: Arc<Graph>,
     opts: RunOptions,
     metrics: Arc<Metrics>,
-) -> Result<(), JobError> {
+    job_metrics: Arc<crate::metrics::JobMetrics>,
+    cp: Arc<Checkpointing>,
+    mut stop: tokio::sync::watch::Receiver<crate::checkpoint::coordinator::Outcome>,
+) -> Result<bool, JobError> {
     let workers = opts.parallelism.max(1);
     let mut all = Vec::new();
     for (id, node) in graph.nodes.iter().enumerate() {
@@ -109,13 +136,14 @@ pub async fn run(
     let dead = Arc::new(DeadLetters {
         out: Mutex::new(dead_out),
         metrics: metrics.clone(),
+        job_metrics: job_metrics.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for (id, node) in graph.nodes.iter().enumerate() {
         for w in 0..instances(&graph, id, workers) {
             let outputs = Outputs::new(&graph, id, w, workers, &exchange);
             let step: Arc<str> = node.name.as_str().into();
-            let ctx = TaskCtx {
+            let ctx = task::TaskCtx {
                 graph: graph.clone(),
                 id,
                 worker: w,
@@ -123,33 +151,50 @@ pub async fn run(
                 step,
                 dead: dead.clone(),
                 metrics: metrics.clone(),
+                job_metrics: job_metrics.clone(),
+                cp: cp.clone(),
             };
             match &node.kind {
                 NodeKind::Source(_) => {
-                    tasks.spawn(source_task(ctx, outputs));
+                    tasks.spawn(task::source_task(ctx, outputs));
                 }
                 NodeKind::Sink(_) => {
                     let inbox = inboxes
                         .remove(&(id, w))
                         .ok_or_else(|| JobError::Task("missing inbox".into()))?;
-                    tasks.spawn(sink_task(ctx, inbox));
+                    tasks.spawn(task::sink_task(ctx, inbox));
                 }
                 _ => {
                     let inbox = inboxes
                         .remove(&(id, w))
                         .ok_or_else(|| JobError::Task("missing inbox".into()))?;
                     let op = make_operator(&graph, id);
-                    tasks.spawn(operator_task(ctx, inbox, op, outputs));
+                    tasks.spawn(task::operator_task(ctx, inbox, op, outputs));
                 }
             }
         }
     }
     drop(exchange);
     let mut first: Option<JobError> = None;
-    while let Some(res) = tasks.join_next().await {
+    loop {
+        let res = tokio::select! {
+            r = tasks.join_next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            Ok(()) = stop.changed() => {
+                if *stop.borrow() == crate::checkpoint::coordinator::Outcome::Stop {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Ok(false);
+                }
+                continue;
+            }
+        };
         let err = match res {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => e,
+            Err(e) if e.is_cancelled() => continue,
             Err(e) => JobError::Task(e.to_string()),
         };
         // A disconnect is the echo of another task's failure; keep the root cause.
@@ -165,7 +210,7 @@ pub async fn run(
     }
     match first {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(true),
     }
 }
 
@@ -198,182 +243,4 @@ impl Operator for Passthrough {
         out.batch(batch);
     }
     fn on_watermark(&mut self, _wm: i64, _out: &mut Emit) {}
-}
-
-struct TaskCtx {
-    graph: Arc<Graph>,
-    id: NodeId,
-    worker: usize,
-    workers: usize,
-    step: Arc<str>,
-    dead: Arc<DeadLetters>,
-    metrics: Arc<Metrics>,
-}
-
-impl TaskCtx {
-    fn emit(&self) -> Emit {
-        Emit::new(self.step.clone(), self.graph.nodes[self.id].schema.clone())
-    }
-
-    /// Number of senders on each input port.
-    fn senders(&self) -> Vec<usize> {
-        self.graph.nodes[self.id]
-            .inputs
-            .iter()
-            .map(|i| match i.route {
-                Route::Forward => 1,
-                Route::Global | Route::Key(_) => instances(&self.graph, i.from, self.workers),
-            })
-            .collect()
-    }
-}
-
-async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), JobError> {
-    let NodeKind::Source(spec) = &ctx.graph.nodes[ctx.id].kind else {
-        return Err(JobError::Task("not a source".into()));
-    };
-    let mut source = spec.open(ctx.worker, ctx.workers)?;
-    let mut emit = ctx.emit();
-    let mut max_ts = i64::MIN;
-    let mut wm = i64::MIN;
-    let pace = spec
-        .rate
-        .map(|r| (r as f64 / ctx.workers as f64).max(0.001));
-    let started = tokio::time::Instant::now();
-    let mut produced: u64 = 0;
-    loop {
-        emit.reserve(BATCH_SIZE);
-        let more = source.poll(&mut emit, BATCH_SIZE)?;
-        ctx.dead.write(&mut emit.dead)?;
-        for b in emit.take() {
-            for &t in b.times() {
-                max_ts = max_ts.max(t);
-            }
-            produced += b.len() as u64;
-            ctx.metrics.add_in(b.len() as u64);
-            out.send(b, &mut emit).await?;
-        }
-        ctx.dead.write(&mut emit.dead)?;
-        let next_wm = max_ts
-            .saturating_sub(spec.out_of_orderness)
-            .saturating_sub(1);
-        if next_wm > wm {
-            wm = next_wm;
-            out.watermark(wm).await?;
-        }
-        if !more {
-            break;
-        }
-        if let Some(rate) = pace {
-            let due = started + std::time::Duration::from_secs_f64(produced as f64 / rate);
-            tokio::time::sleep_until(due).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
-    out.end().await
-}
-
-async fn operator_task(
-    ctx: TaskCtx,
-    mut inbox: mpsc::Receiver<Envelope>,
-    mut op: Box<dyn Operator>,
-    mut out: Outputs,
-) -> Result<(), JobError> {
-    let mut emit = ctx.emit();
-    let senders = ctx.senders();
-    let mut marks: Vec<Vec<i64>> = senders.iter().map(|n| vec![i64::MIN; *n]).collect();
-    let total: usize = senders.iter().sum();
-    let mut ended = 0usize;
-    let mut current = i64::MIN;
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-    let ticks = op.wants_ticks();
-    loop {
-        let env = tokio::select! {
-            env = inbox.recv() => env,
-            _ = tick.tick(), if ticks => {
-                op.on_tick(crate::connectors::now_ms(), &mut emit);
-                out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
-                continue;
-            }
-        };
-        let Some(env) = env else {
-            return Err(JobError::Task(format!(
-                "step `{}` lost its inputs",
-                ctx.step
-            )));
-        };
-        let port = env.port as usize;
-        let from = env.from as usize;
-        match env.msg {
-            Msg::Data(batch) => {
-                op.on_batch(port, batch, &mut emit);
-                out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
-            }
-            Msg::Encoded { .. } => {
-                return Err(JobError::Task(format!(
-                    "step `{}` got encoded rows meant for a sink",
-                    ctx.step
-                )));
-            }
-            Msg::Watermark(w) => marks[port][from] = marks[port][from].max(w),
-            Msg::End => {
-                marks[port][from] = i64::MAX;
-                ended += 1;
-            }
-        }
-        let min = marks.iter().flatten().copied().min().unwrap_or(i64::MAX);
-        if min > current {
-            current = min;
-            op.on_watermark(current, &mut emit);
-            out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
-            if current != i64::MAX {
-                out.watermark(current).await?;
-            }
-        }
-        if ended == total {
-            return out.end().await;
-        }
-    }
-}
-
-async fn sink_task(ctx: TaskCtx, mut inbox: mpsc::Receiver<Envelope>) -> Result<(), JobError> {
-    let NodeKind::Sink(spec) = &ctx.graph.nodes[ctx.id].kind else {
-        return Err(JobError::Task("not a sink".into()));
-    };
-    let mut sink = LineSink::open(spec)?;
-    let senders = ctx.senders();
-    let total: usize = senders.iter().sum();
-    let mut marks = vec![i64::MIN; total];
-    let slot = ctx.metrics.sink_slot();
-    let mut ended = 0;
-    while ended < total {
-        let Some(env) = inbox.recv().await else {
-            return Err(JobError::Task(format!(
-                "sink `{}` lost its inputs",
-                ctx.step
-            )));
-        };
-        match env.msg {
-            Msg::Data(b) => {
-                sink.write(&b)?;
-                ctx.metrics.add_out(b.len() as u64);
-            }
-            Msg::Encoded { lines, rows } => {
-                sink.write_encoded(lines.as_bytes())?;
-                ctx.metrics.add_out(rows as u64);
-            }
-            Msg::Watermark(w) => {
-                marks[env.from as usize] = marks[env.from as usize].max(w);
-                ctx.metrics
-                    .set_watermark(&slot, marks.iter().copied().min().unwrap_or(i64::MIN));
-            }
-            Msg::End => {
-                marks[env.from as usize] = i64::MAX;
-                ended += 1;
-            }
-        }
-    }
-    sink.finish()?;
-    Ok(())
 }

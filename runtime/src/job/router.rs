@@ -231,6 +231,15 @@ impl Outputs {
         Ok(())
     }
 
+    pub async fn barrier(&self, id: u64) -> Result<(), JobError> {
+        for e in &self.edges {
+            for t in &e.targets {
+                self.deliver(t, e.port, e.from, Msg::Barrier(id)).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn end(&self) -> Result<(), JobError> {
         for e in &self.edges {
             for t in &e.targets {

@@ -6,6 +6,8 @@
 use super::{Emit, Operator};
 use crate::job::graph::JoinSpec;
 use crate::record::{Batch, Schema, Value};
+use crate::state::codec::{Reader, put_ordered_i64, put_u64, put_value, put_values};
+use crate::state::{StateError, StateStore, kg_prefix};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -25,7 +27,12 @@ pub struct Join {
     wm: i64,
     panes: BTreeMap<(i64, i64), Pane>,
     win_buf: Vec<(i64, i64)>,
+    state: Option<super::Keyed>,
 }
+
+/// Stored join state: `kg | 3 | end | start | key` -> fired byte, then each side's row count
+/// and rows. Buffers are rewritten whole at each snapshot (they are not incremental).
+const JOIN: u8 = 3;
 
 impl Join {
     pub fn new(
@@ -41,6 +48,7 @@ impl Join {
             wm: i64::MIN,
             panes: BTreeMap::new(),
             win_buf: Vec::new(),
+            state: None,
         }
     }
 
@@ -149,5 +157,70 @@ impl Operator for Join {
         for k in done {
             self.panes.remove(&k);
         }
+    }
+
+    fn stateful(&self) -> bool {
+        true
+    }
+
+    fn open_state(&mut self, store: super::Keyed, restored: Option<i64>) -> Result<(), StateError> {
+        if let Some(wm) = restored {
+            self.wm = wm;
+            let widths = [self.inputs[0].len(), self.inputs[1].len()];
+            for kg in store.store.range.0..=store.store.range.1 {
+                let p = kg_prefix(kg);
+                for item in store.store.scan(&[p[0], p[1], JOIN]) {
+                    let (k, v) = item?;
+                    let mut r = Reader::new(&k[3..]);
+                    let (end, start) = (r.ordered_i64()?, r.ordered_i64()?);
+                    let key = r.value()?;
+                    let mut r = Reader::new(&v);
+                    let fired = r.u8()? != 0;
+                    let pane = self.panes.entry((end, start)).or_default();
+                    pane.fired |= fired;
+                    let sides = pane.keys.entry(key).or_default();
+                    for (side, width) in widths.iter().enumerate() {
+                        for _ in 0..r.u64()? {
+                            sides[side].push(r.values(*width)?.into_boxed_slice());
+                        }
+                    }
+                }
+            }
+        }
+        self.state = Some(store);
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<&StateStore>, StateError> {
+        let Some(st) = &self.state else {
+            return Ok(None);
+        };
+        st.clear_tag(JOIN)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut kb = Vec::new();
+        for (&(end, start), pane) in &self.panes {
+            for (key, sides) in &pane.keys {
+                kb.clear();
+                put_value(key, &mut kb);
+                let mut k = kg_prefix(st.kg(&kb)).to_vec();
+                k.push(JOIN);
+                put_ordered_i64(end, &mut k);
+                put_ordered_i64(start, &mut k);
+                k.extend_from_slice(&kb);
+                let mut v = vec![u8::from(pane.fired)];
+                for rows in sides {
+                    put_u64(rows.len() as u64, &mut v);
+                    for row in rows {
+                        put_values(row, &mut v);
+                    }
+                }
+                batch.put(k, v);
+                if batch.len() >= 4096 {
+                    st.store.write(std::mem::take(&mut batch))?;
+                }
+            }
+        }
+        st.store.write(batch)?;
+        Ok(Some(&st.store))
     }
 }

@@ -7,8 +7,10 @@ pub mod stateless;
 pub mod top;
 pub mod window;
 pub mod window_agg;
+mod window_store;
 
 use crate::record::{BATCH_SIZE, Batch, Schema, Value, row_json};
+use crate::state::{StateError, StateStore};
 use std::sync::Arc;
 
 /// A record that could not be processed, with why; written to the dead-letter output.
@@ -134,5 +136,61 @@ pub trait Operator: Send {
     /// Whether `on_tick` must be called periodically.
     fn wants_ticks(&self) -> bool {
         false
+    }
+    /// Whether this operator keeps keyed state (and so gets a state store).
+    fn stateful(&self) -> bool {
+        false
+    }
+    /// Hands the operator its store; with `restored`, loads the state found there, which
+    /// was taken at watermark `wm`.
+    fn open_state(&mut self, _store: Keyed, _restored: Option<i64>) -> Result<(), StateError> {
+        Ok(())
+    }
+    /// Writes everything the store lacks, so a checkpoint of the store holds the whole state.
+    fn snapshot(&mut self) -> Result<Option<&StateStore>, StateError> {
+        Ok(None)
+    }
+}
+
+/// A stateful operator instance's store, with what it needs to place keys in key groups.
+pub struct Keyed {
+    pub store: StateStore,
+    pub max_parallelism: u32,
+    /// The instance keeps at most this many entries in memory before spilling.
+    pub cache_entries: usize,
+    /// Key expressions of each input port (the route's `keyBy`), for operators that buffer
+    /// rows rather than keys.
+    pub route_keys: Vec<Option<Arc<Vec<crate::expr::Compiled>>>>,
+}
+
+impl Keyed {
+    /// The key group of canonical key bytes.
+    pub fn kg(&self, key_bytes: &[u8]) -> u32 {
+        crate::exchange::key_group(key_bytes, self.max_parallelism)
+    }
+
+    /// Deletes every entry of state kind `tag` in this instance's key groups.
+    pub fn clear_tag(&self, tag: u8) -> Result<(), StateError> {
+        let mut b = rocksdb::WriteBatch::default();
+        for kg in self.store.range.0..=self.store.range.1 {
+            let p = crate::state::kg_prefix(kg);
+            b.delete_range([p[0], p[1], tag], [p[0], p[1], tag + 1]);
+        }
+        self.store.write(b)
+    }
+
+    /// The key group of `row` by the route keys of `port` (0 when the input is not keyed).
+    pub fn kg_of_row(&self, port: usize, row: &[Value], buf: &mut Vec<u8>) -> u32 {
+        buf.clear();
+        let Some(Some(keys)) = self.route_keys.get(port) else {
+            return 0;
+        };
+        for k in keys.iter() {
+            match k.eval(&[row]) {
+                Ok(v) => crate::exchange::canonical_bytes(&v, buf),
+                Err(_) => buf.push(0),
+            }
+        }
+        self.kg(buf)
     }
 }

@@ -6,6 +6,8 @@ use super::{Emit, Operator};
 use crate::expr::V;
 use crate::job::graph::TopSpec;
 use crate::record::{Batch, Schema, Value};
+use crate::state::codec::{Reader, put_ordered_i64, put_u64, put_values};
+use crate::state::{StateError, StateStore, kg_prefix};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +23,11 @@ pub struct Top {
     input: Arc<Schema>,
     wm: i64,
     windows: BTreeMap<(i64, i64), Vec<Entry>>,
+    state: Option<super::Keyed>,
 }
+
+/// Stored rows: `kg | 4 | end | start | n` -> time, row; rewritten whole at each snapshot.
+const TOP: u8 = 4;
 
 impl Top {
     pub fn new(spec: Arc<TopSpec>, input: Arc<Schema>) -> Top {
@@ -30,6 +36,7 @@ impl Top {
             input,
             wm: i64::MIN,
             windows: BTreeMap::new(),
+            state: None,
         }
     }
 }
@@ -104,5 +111,71 @@ impl Operator for Top {
                 out.push(e.row.into_vec(), e.time);
             }
         }
+    }
+
+    fn stateful(&self) -> bool {
+        true
+    }
+
+    fn open_state(&mut self, store: super::Keyed, restored: Option<i64>) -> Result<(), StateError> {
+        if let Some(wm) = restored {
+            self.wm = wm;
+            let width = self.input.len();
+            for kg in store.store.range.0..=store.store.range.1 {
+                let p = kg_prefix(kg);
+                for item in store.store.scan(&[p[0], p[1], TOP]) {
+                    let (k, v) = item?;
+                    let mut r = Reader::new(&k[3..]);
+                    let (end, start) = (r.ordered_i64()?, r.ordered_i64()?);
+                    let mut r = Reader::new(&v);
+                    let time = r.ordered_i64()?;
+                    let row = r.values(width)?;
+                    let mut sort = Vec::with_capacity(self.spec.order.len());
+                    for (e, _) in &self.spec.order {
+                        let v = e
+                            .eval(&[&row])
+                            .map_err(|e| StateError::Corrupt(format!("top.orderBy: {e}")))?;
+                        sort.push(V::into_value(v));
+                    }
+                    self.windows.entry((end, start)).or_default().push(Entry {
+                        sort,
+                        row: row.into_boxed_slice(),
+                        time,
+                    });
+                }
+            }
+        }
+        self.state = Some(store);
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<&StateStore>, StateError> {
+        let Some(st) = &self.state else {
+            return Ok(None);
+        };
+        st.clear_tag(TOP)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut buf = Vec::new();
+        let mut n: u64 = 0;
+        for (&(end, start), rows) in &self.windows {
+            for e in rows {
+                let kg = st.kg_of_row(0, &e.row, &mut buf);
+                let mut k = kg_prefix(kg).to_vec();
+                k.push(TOP);
+                put_ordered_i64(end, &mut k);
+                put_ordered_i64(start, &mut k);
+                put_u64(n, &mut k);
+                n += 1;
+                let mut v = Vec::new();
+                put_ordered_i64(e.time, &mut v);
+                put_values(&e.row, &mut v);
+                batch.put(k, v);
+                if batch.len() >= 4096 {
+                    st.store.write(std::mem::take(&mut batch))?;
+                }
+            }
+        }
+        st.store.write(batch)?;
+        Ok(Some(&st.store))
     }
 }

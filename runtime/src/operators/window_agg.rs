@@ -15,29 +15,47 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A key; a single-field key (the common case) lives inline, without an allocation.
-type Key = smallvec::SmallVec<[Value; 1]>;
-type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
+pub(super) type Key = smallvec::SmallVec<[Value; 1]>;
+pub(super) type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
 
-struct Pane {
-    fired: bool,
-    keys: Map<Key, Accs>,
+/// One key's accumulators in one window.
+pub(super) struct Entry {
+    pub(super) accs: Accs,
+    /// Emitted already (later updates re-emit, within the allowed lateness).
+    pub(super) fired: bool,
+    /// Changed since it was last written to the store.
+    pub(super) dirty: bool,
 }
 
-struct Sess {
-    start: i64,
-    end: i64,
-    accs: Accs,
-    fired: bool,
+#[derive(Default)]
+pub(super) struct Pane {
+    pub(super) keys: Map<Key, Entry>,
+    /// Some entry was written to the store (so firing and dropping must look there too).
+    pub(super) persisted: bool,
+    /// Some entries live only in the store (evicted from memory).
+    pub(super) spilled: bool,
+}
+
+pub(super) struct Sess {
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) accs: Accs,
+    pub(super) fired: bool,
 }
 
 pub struct WindowAgg {
-    spec: Arc<WindowAggSpec>,
+    pub(super) spec: Arc<WindowAggSpec>,
     input: Arc<Schema>,
     has_late_output: bool,
-    wm: i64,
-    panes: BTreeMap<(i64, i64), Pane>,
-    sessions: Map<Key, Vec<Sess>>,
-    timers: BTreeMap<i64, Vec<Key>>,
+    pub(super) wm: i64,
+    pub(super) panes: BTreeMap<(i64, i64), Pane>,
+    pub(super) sessions: Map<Key, Vec<Sess>>,
+    pub(super) timers: BTreeMap<i64, Vec<Key>>,
+    /// Session keys changed since the last snapshot.
+    pub(super) dirty_sessions: std::collections::HashSet<Key, foldhash::fast::RandomState>,
+    /// Pane entries in memory, against `Keyed::cache_entries`.
+    pub(super) cached: usize,
+    pub(super) state: Option<super::Keyed>,
     key_buf: Vec<Value>,
     /// Keys in the most recently fired pane, to size new panes.
     last_pane_keys: usize,
@@ -54,13 +72,16 @@ impl WindowAgg {
             panes: BTreeMap::new(),
             sessions: Map::default(),
             timers: BTreeMap::new(),
+            dirty_sessions: Default::default(),
+            cached: 0,
+            state: None,
             key_buf: Vec::new(),
             last_pane_keys: 0,
             win_buf: Vec::new(),
         }
     }
 
-    fn emit_row(out: &mut Emit, key: &[Value], start: i64, end: i64, accs: &[Acc]) {
+    pub(super) fn emit_row(out: &mut Emit, key: &[Value], start: i64, end: i64, accs: &[Acc]) {
         let row = key
             .iter()
             .cloned()
@@ -90,6 +111,7 @@ impl WindowAgg {
                         Self::emit_row(out, &key, s.start, s.end, &s.accs);
                         s.fired = true;
                     }
+                    self.dirty_sessions.insert(key.clone());
                     if window.is_late(end, w) {
                         list.swap_remove(pos);
                         if list.is_empty() {
@@ -106,20 +128,38 @@ impl WindowAgg {
             return;
         }
         let mut done = Vec::new();
+        let mut spilled = Vec::new();
         for (&(end, start), pane) in self.panes.range_mut(..=(w.saturating_add(1), i64::MAX)) {
-            if !pane.fired {
-                for (key, accs) in &pane.keys {
-                    Self::emit_row(out, key, start, end, accs);
+            for (key, e) in pane.keys.iter_mut() {
+                if !e.fired {
+                    Self::emit_row(out, key, start, end, &e.accs);
+                    e.fired = true;
+                    e.dirty = true;
                 }
-                pane.fired = true;
-                self.last_pane_keys = pane.keys.len();
+            }
+            self.last_pane_keys = pane.keys.len();
+            if pane.spilled {
+                spilled.push((end, start));
             }
             if window.is_late(end, w) {
                 done.push((end, start));
             }
         }
+        for (end, start) in spilled {
+            let late = window.is_late(end, w);
+            if let Err(e) = self.fire_spilled(end, start, late, out) {
+                out.dead_raw(String::new(), format!("state store: {e}"));
+            }
+        }
         for k in done {
-            self.panes.remove(&k);
+            if let Some(pane) = self.panes.remove(&k) {
+                self.cached -= pane.keys.len();
+                if pane.persisted {
+                    if let Err(e) = self.forget(k, pane) {
+                        out.dead_raw(String::new(), format!("state store: {e}"));
+                    }
+                }
+            }
         }
     }
 
@@ -168,6 +208,7 @@ impl WindowAgg {
             s.fired = true;
         }
         list.push(s);
+        self.dirty_sessions.insert(key.clone());
         self.timers.entry(end).or_default().push(key);
         Ok(true)
     }
@@ -193,20 +234,36 @@ impl WindowAgg {
             // (and moves) it many times.
             let hint = self.last_pane_keys;
             let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
-                fired: end - 1 <= wm,
                 keys: Map::with_capacity_and_hasher(hint, Default::default()),
+                ..Pane::default()
             });
-            let accs = match pane.keys.get_mut(&self.key_buf[..]) {
-                Some(a) => a,
-                None => pane
-                    .keys
-                    .entry(self.key_buf.iter().cloned().collect::<Key>())
-                    .or_insert_with(|| new_accs(&self.spec.aggs)),
+            let entry = match pane.keys.get_mut(&self.key_buf[..]) {
+                Some(e) => e,
+                None => {
+                    let restored = match (&self.state, pane.spilled) {
+                        (Some(st), true) => {
+                            super::window_store::load(st, end, start, &self.key_buf)
+                                .map_err(|e| format!("state store: {e}"))?
+                        }
+                        _ => None,
+                    };
+                    self.cached += 1;
+                    pane.keys
+                        .entry(self.key_buf.iter().cloned().collect::<Key>())
+                        .or_insert_with(|| {
+                            restored.unwrap_or_else(|| Entry {
+                                accs: new_accs(&self.spec.aggs),
+                                fired: end - 1 <= wm,
+                                dirty: true,
+                            })
+                        })
+                }
             };
-            apply(&self.spec.aggs, accs, args, ts).map_err(|e| e.to_string())?;
-            if pane.fired {
+            apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
+            entry.dirty = true;
+            if entry.fired {
                 // A late record within the allowed lateness: emit the updated result now.
-                Self::emit_row(out, &self.key_buf, start, end, accs);
+                Self::emit_row(out, &self.key_buf, start, end, &entry.accs);
             }
         }
         Ok(any)
@@ -258,6 +315,12 @@ impl Operator for WindowAgg {
                 Err(e) => out.dead_row(&self.input, row, format!("aggregate: {e}")),
             }
         }
+        if let Some(st) = &self.state
+            && self.cached > st.cache_entries
+            && let Err(e) = self.evict()
+        {
+            out.dead_raw(String::new(), format!("state store: {e}"));
+        }
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Emit) {
@@ -275,5 +338,27 @@ impl Operator for WindowAgg {
 
     fn wants_ticks(&self) -> bool {
         self.spec.window.processing_time
+    }
+
+    fn stateful(&self) -> bool {
+        true
+    }
+
+    fn open_state(
+        &mut self,
+        store: super::Keyed,
+        restored: Option<i64>,
+    ) -> Result<(), crate::state::StateError> {
+        self.state = Some(store);
+        if let Some(wm) = restored {
+            self.wm = wm;
+            self.restore()?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<&crate::state::StateStore>, crate::state::StateError> {
+        self.write_dirty(false)?;
+        Ok(self.state.as_ref().map(|s| &s.store))
     }
 }

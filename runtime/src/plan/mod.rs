@@ -4,7 +4,7 @@
 //! Validation reports every problem at once, each with the path of the offending field and a
 //! hint, before anything runs.
 
-mod duration;
+pub mod duration;
 mod projection;
 mod sources;
 mod steps;

@@ -1,0 +1,182 @@
+//! Checkpoints and savepoints (DESIGN.md section 5): what a completed checkpoint records, where
+//! it lives, and the coordinator that takes them.
+//!
+//! Layout under the job's root (`<dir>/<namespace>/<job>/`):
+//! `shared/<file>` (state files shared by checkpoints), `checkpoints/chk-<n>/_metadata.json`,
+//! `checkpoints/chk-<n>/worker-<i>.manifest.json`, `checkpoints/chk-<n>/w<i>-<op>/<file>`
+//! (a database's small private files) and `savepoints/sp-<n>-<utc>/...` holding copies of
+//! everything it needs. No object's key is a prefix directory of another, as S3 gateways that
+//! store objects as files require. `_metadata.json` is written last: a checkpoint without it
+//! is incomplete and ignored.
+
+pub mod coordinator;
+pub mod restore;
+pub mod storage;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("checkpoint storage {path}: {source}")]
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: String, msg: String },
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+}
+
+/// Which directory a stored file's `object` path is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// The job's root (checkpoints share files under `shared/`).
+    Job,
+    /// The directory holding `_metadata.json` (savepoints are self-contained).
+    Own,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The file's name in the database directory.
+    pub name: String,
+    pub object: String,
+    pub base: Base,
+    pub size: u64,
+    /// xxh3-64 of the contents, checked after download.
+    pub checksum: u64,
+    /// Key groups covered by an SST's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<(u32, u32)>,
+}
+
+/// One stateful operator instance's database in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub operator: String,
+    pub worker: usize,
+    pub key_groups: (u32, u32),
+    pub watermark: i64,
+    pub files: Vec<FileRef>,
+}
+
+/// `worker-<i>.manifest.json`: the state of every operator instance of worker i.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerManifest {
+    pub worker: usize,
+    pub instances: Vec<InstanceState>,
+}
+
+/// A stateful operator as the plan defined it; restoring into a plan where it changed fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorShape {
+    pub name: String,
+    /// Operator kind, key expressions, window and aggregates in a canonical text form.
+    pub shape: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub version: u32,
+    pub id: u64,
+    pub savepoint: bool,
+    pub job: String,
+    pub time_ms: i64,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    pub operators: Vec<OperatorShape>,
+    /// Source node -> the position of each of its workers.
+    pub sources: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Sink node -> its committed state.
+    pub sinks: BTreeMap<String, serde_json::Value>,
+    /// Manifest object paths, relative to the metadata's directory.
+    pub manifests: Vec<String>,
+    /// Every input was consumed and every result committed.
+    pub finished: bool,
+    pub state_bytes: u64,
+    pub uploaded_bytes: u64,
+}
+
+/// The stateful operators of a graph, for the compatibility check on restore.
+pub fn shapes(graph: &crate::job::graph::Graph) -> Vec<OperatorShape> {
+    use crate::job::graph::NodeKind;
+    graph
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let shape = match &n.kind {
+                NodeKind::Window(w) => format!(
+                    "window key={:?} window={:?} aggregates={:?}",
+                    w.key.iter().map(|k| k.text.as_ref()).collect::<Vec<_>>(),
+                    w.window,
+                    w.aggs
+                        .iter()
+                        .map(|a| (
+                            a.name.as_str(),
+                            a.kind,
+                            a.arg.as_ref().map(|e| e.text.as_ref())
+                        ))
+                        .collect::<Vec<_>>()
+                ),
+                NodeKind::Join(j) => format!(
+                    "join left={} right={} window={:?}",
+                    j.left_key.text, j.right_key.text, j.window
+                ),
+                NodeKind::Top(t) => format!("top n={}", t.n),
+                _ => return None,
+            };
+            Some(OperatorShape {
+                name: n.name.clone(),
+                shape,
+            })
+        })
+        .collect()
+}
+
+/// Why a checkpoint cannot seed this run, naming what changed.
+pub fn check_compatible(
+    meta: &Metadata,
+    graph: &crate::job::graph::Graph,
+) -> Result<(), CheckpointError> {
+    if meta.max_parallelism != graph.max_parallelism {
+        return Err(CheckpointError::Incompatible(format!(
+            "maxParallelism changed from {} to {}: keyed state is split into maxParallelism key groups, fixed for the life of a job's state; set it back to {} or start without state (a new --checkpoint-dir or job name)",
+            meta.max_parallelism, graph.max_parallelism, meta.max_parallelism
+        )));
+    }
+    let now = shapes(graph);
+    for old in &meta.operators {
+        match now.iter().find(|n| n.name == old.name) {
+            None => {
+                return Err(CheckpointError::Incompatible(format!(
+                    "step `{}` holds state in the checkpoint but is gone from the plan; put it back or start without state",
+                    old.name
+                )));
+            }
+            Some(n) if n.shape != old.shape => {
+                return Err(CheckpointError::Incompatible(format!(
+                    "step `{}` changed: it was `{}` and is now `{}`; its state cannot be reused: revert the change or start without state",
+                    old.name, old.shape, n.shape
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    crate::connectors::now_ms()
+}

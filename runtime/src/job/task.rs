@@ -1,0 +1,497 @@
+//! The three kinds of task: sources (poll, inject barriers), operators (align barriers,
+//! snapshot state) and sinks (pre-commit at barriers, commit when checkpoints complete).
+
+use super::graph::{Graph, NodeId, NodeKind, Route};
+use super::router::Outputs;
+use super::{Checkpointing, DeadLetters, JobError, instances};
+use crate::checkpoint::coordinator::{AckData, Msg as Coord, TaskId};
+use crate::connectors::file_sink::{TxnFileSink, TxnState};
+use crate::connectors::sink::{LineSink, Sink as _};
+use crate::connectors::{ConnectorError, SinkSpec};
+use crate::exchange::{Envelope, Msg, key_group_range};
+use crate::metrics::{JobMetrics, OperatorMetrics, Role};
+use crate::operators::{Emit, Keyed, Operator};
+use crate::record::{BATCH_SIZE, JsonLines};
+use crate::state::StateStore;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+pub(super) struct TaskCtx {
+    pub graph: Arc<Graph>,
+    pub id: NodeId,
+    pub worker: usize,
+    pub workers: usize,
+    pub step: Arc<str>,
+    pub dead: Arc<DeadLetters>,
+    pub metrics: Arc<super::progress::Metrics>,
+    pub job_metrics: Arc<JobMetrics>,
+    pub cp: Arc<Checkpointing>,
+}
+
+impl TaskCtx {
+    fn emit(&self) -> Emit {
+        Emit::new(self.step.clone(), self.graph.nodes[self.id].schema.clone())
+    }
+
+    fn task(&self) -> TaskId {
+        (self.id, self.worker)
+    }
+
+    fn om(&self, role: Role) -> OperatorMetrics {
+        self.job_metrics.operator(&self.step, self.worker, role)
+    }
+
+    /// Number of senders on each input port.
+    fn senders(&self) -> Vec<usize> {
+        self.graph.nodes[self.id]
+            .inputs
+            .iter()
+            .map(|i| match i.route {
+                Route::Forward => 1,
+                Route::Global | Route::Key(_) => instances(&self.graph, i.from, self.workers),
+            })
+            .collect()
+    }
+
+    fn tell(&self, msg: Coord) {
+        // The coordinator outlives the tasks; a send fails only while the job is torn down.
+        let _ = self.cp.coordinator.send(msg);
+    }
+
+    fn ack(&self, id: u64, data: AckData) {
+        self.tell(Coord::Ack {
+            id,
+            task: self.task(),
+            data,
+        });
+    }
+}
+
+pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), JobError> {
+    let NodeKind::Source(spec) = &ctx.graph.nodes[ctx.id].kind else {
+        return Err(JobError::Task("not a source".into()));
+    };
+    let mut source = spec.open(ctx.worker, ctx.workers)?;
+    if let Some(r) = &ctx.cp.restore
+        && let Some(parts) = r.meta.sources.get(&ctx.graph.nodes[ctx.id].name)
+    {
+        source.resume(parts)?;
+    }
+    let om = ctx.om(Role::Source);
+    let mut trigger = ctx.cp.trigger.clone();
+    let mut emit = ctx.emit();
+    let mut max_ts = i64::MIN;
+    let mut wm = i64::MIN;
+    let pace = spec
+        .rate
+        .map(|r| (r as f64 / ctx.workers as f64).max(0.001));
+    let started = tokio::time::Instant::now();
+    let mut produced: u64 = 0;
+    // `changed()` below marks the value seen, so compare ids rather than ask `has_changed`.
+    let mut injected = *trigger.borrow_and_update();
+    loop {
+        let id = *trigger.borrow_and_update();
+        if id > injected {
+            injected = id;
+            ctx.ack(id, AckData::Source(source.position()));
+            out.barrier(id).await?;
+        }
+        emit.reserve(BATCH_SIZE);
+        let more = source.poll(&mut emit, BATCH_SIZE)?;
+        ctx.dead.write(&mut emit.dead)?;
+        for b in emit.take() {
+            for &t in b.times() {
+                max_ts = max_ts.max(t);
+            }
+            produced += b.len() as u64;
+            ctx.metrics.add_in(b.len() as u64);
+            om.records_in.inc_by(b.len() as u64);
+            om.records_out.inc_by(b.len() as u64);
+            out.send(b, &mut emit).await?;
+        }
+        ctx.dead.write(&mut emit.dead)?;
+        let next_wm = max_ts
+            .saturating_sub(spec.out_of_orderness)
+            .saturating_sub(1);
+        if next_wm > wm {
+            wm = next_wm;
+            out.watermark(wm).await?;
+        }
+        if !more {
+            break;
+        }
+        if let Some(rate) = pace {
+            let due = started + std::time::Duration::from_secs_f64(produced as f64 / rate);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = trigger.changed() => {
+                    // Checked at the top of the loop; a closed trigger just means no more
+                    // checkpoints.
+                }
+            }
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    out.end().await?;
+    ctx.tell(Coord::Finished {
+        task: ctx.task(),
+        data: AckData::Source(source.position()),
+    });
+    Ok(())
+}
+
+/// Barrier alignment over a task's senders: a sender that delivered barrier n is blocked (its
+/// later messages held back) until every live sender delivered it.
+struct Align {
+    blocked: Vec<Vec<bool>>,
+    ended: Vec<Vec<bool>>,
+    held: VecDeque<Envelope>,
+    replay: VecDeque<Envelope>,
+    barrier: Option<u64>,
+}
+
+impl Align {
+    fn new(senders: &[usize]) -> Align {
+        Align {
+            blocked: senders.iter().map(|n| vec![false; *n]).collect(),
+            ended: senders.iter().map(|n| vec![false; *n]).collect(),
+            held: VecDeque::new(),
+            replay: VecDeque::new(),
+            barrier: None,
+        }
+    }
+
+    async fn next(&mut self, inbox: &mut mpsc::Receiver<Envelope>) -> Option<Envelope> {
+        loop {
+            let env = match self.replay.pop_front() {
+                Some(e) => e,
+                None => inbox.recv().await?,
+            };
+            if self.blocked[env.port as usize][env.from as usize] {
+                self.held.push_back(env);
+                continue;
+            }
+            return Some(env);
+        }
+    }
+
+    /// Records barrier `id` from a sender; true once every live sender delivered it.
+    fn on_barrier(&mut self, port: usize, from: usize, id: u64) -> bool {
+        self.barrier = Some(self.barrier.map_or(id, |b| b.max(id)));
+        self.blocked[port][from] = true;
+        self.aligned()
+    }
+
+    fn on_end(&mut self, port: usize, from: usize) -> bool {
+        self.ended[port][from] = true;
+        self.barrier.is_some() && self.aligned()
+    }
+
+    fn aligned(&self) -> bool {
+        self.blocked
+            .iter()
+            .flatten()
+            .zip(self.ended.iter().flatten())
+            .all(|(b, e)| *b || *e)
+    }
+
+    /// Unblocks every sender; held messages go first, in their arrival order.
+    fn release(&mut self) -> Option<u64> {
+        for b in self.blocked.iter_mut().flatten() {
+            *b = false;
+        }
+        let mut replay = std::mem::take(&mut self.held);
+        replay.extend(self.replay.drain(..));
+        self.replay = replay;
+        self.barrier.take()
+    }
+}
+
+/// Opens (or restores) a stateful operator's store.
+fn open_state(ctx: &TaskCtx, op: &mut Box<dyn Operator>) -> Result<(u32, u32), JobError> {
+    let m = ctx.graph.max_parallelism;
+    let range = key_group_range(ctx.worker, ctx.workers, m);
+    if !op.stateful() {
+        return Ok(range);
+    }
+    let path = ctx
+        .cp
+        .state_dir
+        .join(format!("{}-{}-w{}", ctx.id, ctx.step, ctx.worker));
+    let restored = ctx
+        .cp
+        .restore
+        .as_ref()
+        .and_then(|r| r.instances.get(&ctx.task()));
+    let store = match restored {
+        Some((dirs, _)) => StateStore::restore(&path, range, dirs, &ctx.cp.state),
+        None => StateStore::create(&path, range, &ctx.cp.state),
+    }
+    .map_err(|e| JobError::Task(format!("step `{}`: {e}", ctx.step)))?;
+    let route_keys = ctx.graph.nodes[ctx.id]
+        .inputs
+        .iter()
+        .map(|i| match &i.route {
+            Route::Key(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    let keyed = Keyed {
+        store,
+        max_parallelism: m,
+        cache_entries: ctx.cp.state.cache_entries,
+        route_keys,
+    };
+    op.open_state(keyed, restored.map(|(_, wm)| *wm))
+        .map_err(|e| JobError::Task(format!("step `{}`: restoring state: {e}", ctx.step)))?;
+    Ok(range)
+}
+
+fn snapshot(
+    ctx: &TaskCtx,
+    op: &mut Box<dyn Operator>,
+    id: u64,
+    range: (u32, u32),
+    wm: i64,
+) -> Result<AckData, JobError> {
+    let fail =
+        |e: crate::state::StateError| JobError::Task(format!("step `{}`: snapshot: {e}", ctx.step));
+    let Some(store) = op.snapshot().map_err(fail)? else {
+        return Ok(AckData::None);
+    };
+    let dir = ctx
+        .cp
+        .state_dir
+        .join(format!("chk-{id}"))
+        .join(format!("{}-w{}", ctx.id, ctx.worker));
+    let files = store.checkpoint(&dir).map_err(fail)?;
+    Ok(AckData::State {
+        operator: ctx.step.to_string(),
+        key_groups: range,
+        watermark: wm,
+        dir,
+        files,
+    })
+}
+
+pub(super) async fn operator_task(
+    ctx: TaskCtx,
+    mut inbox: mpsc::Receiver<Envelope>,
+    mut op: Box<dyn Operator>,
+    mut out: Outputs,
+) -> Result<(), JobError> {
+    let range = open_state(&ctx, &mut op)?;
+    let om = ctx.om(Role::Other);
+    let mut emit = ctx.emit();
+    let senders = ctx.senders();
+    let mut align = Align::new(&senders);
+    let mut marks: Vec<Vec<i64>> = senders.iter().map(|n| vec![i64::MIN; *n]).collect();
+    let total: usize = senders.iter().sum();
+    let mut ended = 0usize;
+    let mut current = i64::MIN;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let ticks = op.wants_ticks();
+    loop {
+        let env = tokio::select! {
+            env = align.next(&mut inbox) => env,
+            _ = tick.tick(), if ticks => {
+                op.on_tick(crate::connectors::now_ms(), &mut emit);
+                out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+                continue;
+            }
+        };
+        let Some(env) = env else {
+            return Err(JobError::Task(format!(
+                "step `{}` lost its inputs",
+                ctx.step
+            )));
+        };
+        let port = env.port as usize;
+        let from = env.from as usize;
+        let mut aligned = false;
+        match env.msg {
+            Msg::Data(batch) => {
+                om.records_in.inc_by(batch.len() as u64);
+                op.on_batch(port, batch, &mut emit);
+                om.records_out
+                    .inc_by(emit.ready.iter().map(|b| b.len() as u64).sum());
+                out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+            }
+            Msg::Encoded { .. } => {
+                return Err(JobError::Task(format!(
+                    "step `{}` got encoded rows meant for a sink",
+                    ctx.step
+                )));
+            }
+            Msg::Watermark(w) => marks[port][from] = marks[port][from].max(w),
+            Msg::Barrier(id) => aligned = align.on_barrier(port, from, id),
+            Msg::End => {
+                marks[port][from] = i64::MAX;
+                ended += 1;
+                aligned = align.on_end(port, from);
+            }
+        }
+        if aligned && let Some(id) = align.release() {
+            let data = snapshot(&ctx, &mut op, id, range, current)?;
+            ctx.ack(id, data);
+            out.barrier(id).await?;
+        }
+        let min = marks.iter().flatten().copied().min().unwrap_or(i64::MAX);
+        if min > current {
+            current = min;
+            op.on_watermark(current, &mut emit);
+            out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+            if current != i64::MAX {
+                out.watermark(current).await?;
+            }
+        }
+        if ended == total {
+            out.end().await?;
+            ctx.tell(Coord::Finished {
+                task: ctx.task(),
+                data: AckData::None,
+            });
+            return Ok(());
+        }
+    }
+}
+
+/// A sink's writer: plain (stdout, or files without checkpoints) or two-phase (files with).
+enum Output {
+    Plain(LineSink),
+    Txn(TxnFileSink, String),
+}
+
+impl Output {
+    fn open(ctx: &TaskCtx, spec: &SinkSpec) -> Result<Output, ConnectorError> {
+        match spec {
+            SinkSpec::File { path } if ctx.cp.exactly_once => {
+                let name = &ctx.graph.nodes[ctx.id].name;
+                let restored = match ctx.cp.restore.as_ref().and_then(|r| r.meta.sinks.get(name)) {
+                    Some(v) => {
+                        Some(serde_json::from_value::<TxnState>(v.clone()).map_err(|e| {
+                            ConnectorError::Config(format!(
+                                "sink `{name}`: bad checkpoint state: {e}"
+                            ))
+                        })?)
+                    }
+                    None => None,
+                };
+                let epoch = ctx.cp.restore.as_ref().map_or(0, |r| r.meta.id) + 1;
+                Ok(Output::Txn(
+                    TxnFileSink::open(path, restored, epoch)?,
+                    String::new(),
+                ))
+            }
+            _ => Ok(Output::Plain(LineSink::open(spec)?)),
+        }
+    }
+
+    fn write_batch(&mut self, b: &crate::record::Batch) -> Result<(), ConnectorError> {
+        match self {
+            Output::Plain(s) => s.write(b),
+            Output::Txn(s, buf) => {
+                buf.clear();
+                JsonLines::new(&b.schema).encode(b, buf);
+                s.write(buf.as_bytes())
+            }
+        }
+    }
+
+    fn write_encoded(&mut self, lines: &[u8]) -> Result<(), ConnectorError> {
+        match self {
+            Output::Plain(s) => s.write_encoded(lines),
+            Output::Txn(s, _) => s.write(lines),
+        }
+    }
+}
+
+pub(super) async fn sink_task(
+    ctx: TaskCtx,
+    mut inbox: mpsc::Receiver<Envelope>,
+) -> Result<(), JobError> {
+    let NodeKind::Sink(spec) = &ctx.graph.nodes[ctx.id].kind else {
+        return Err(JobError::Task("not a sink".into()));
+    };
+    let mut sink = Output::open(&ctx, spec)?;
+    let om = ctx.om(Role::Sink);
+    let senders = ctx.senders();
+    let mut align = Align::new(&senders);
+    let total: usize = senders.iter().sum();
+    let mut marks = vec![i64::MIN; total];
+    let slot = ctx.metrics.sink_slot();
+    let wm_slot = ctx.job_metrics.watermark_slot();
+    let mut completed = ctx.cp.completed.clone();
+    let mut ended = 0;
+    while ended < total {
+        let env = tokio::select! {
+            env = align.next(&mut inbox) => env,
+            Ok(()) = completed.changed() => {
+                let id = *completed.borrow_and_update();
+                if let Output::Txn(s, _) = &mut sink {
+                    s.commit(id)?;
+                }
+                continue;
+            }
+        };
+        let Some(env) = env else {
+            return Err(JobError::Task(format!(
+                "sink `{}` lost its inputs",
+                ctx.step
+            )));
+        };
+        let from = env.from as usize;
+        let mut aligned = false;
+        match env.msg {
+            Msg::Data(b) => {
+                sink.write_batch(&b)?;
+                ctx.metrics.add_out(b.len() as u64);
+                om.records_in.inc_by(b.len() as u64);
+                om.records_out.inc_by(b.len() as u64);
+            }
+            Msg::Encoded { lines, rows } => {
+                sink.write_encoded(lines.as_bytes())?;
+                ctx.metrics.add_out(rows as u64);
+                om.records_in.inc_by(rows as u64);
+                om.records_out.inc_by(rows as u64);
+            }
+            Msg::Watermark(w) => {
+                marks[from] = marks[from].max(w);
+                let min = marks.iter().copied().min().unwrap_or(i64::MIN);
+                ctx.metrics.set_watermark(&slot, min);
+                wm_slot.set(min);
+            }
+            Msg::Barrier(id) => aligned = align.on_barrier(env.port as usize, from, id),
+            Msg::End => {
+                marks[from] = i64::MAX;
+                ended += 1;
+                aligned = align.on_end(env.port as usize, from);
+            }
+        }
+        if aligned && let Some(id) = align.release() {
+            let state = match &mut sink {
+                Output::Txn(s, _) => serde_json::to_value(s.pre_commit(id)?).unwrap_or_default(),
+                Output::Plain(s) => {
+                    s.finish()?;
+                    serde_json::Value::Null
+                }
+            };
+            ctx.ack(id, AckData::Sink(state));
+        }
+    }
+    wm_slot.set(i64::MAX);
+    let state = match &mut sink {
+        Output::Txn(s, _) => serde_json::to_value(s.finish()?).unwrap_or_default(),
+        Output::Plain(s) => {
+            s.finish()?;
+            serde_json::Value::Null
+        }
+    };
+    ctx.tell(Coord::Finished {
+        task: ctx.task(),
+        data: AckData::Sink(state),
+    });
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! How the window operator's state lives in its store: spilling panes past the cache,
+//! snapshots of what changed, firing and dropping panes that live partly in the store, and
+//! restoring.
+//!
+//! Keys: `kg | 1 | end | start | key` for a pane entry (value: fired byte, accumulators) and
+//! `kg | 2 | key` for a key's sessions (value: count, then start, end, fired, accumulators
+//! each). Times are order-preserving, so one pane of one key group is one prefix.
+
+use super::aggregate::Accs;
+use super::window_agg::{Entry, Key, Pane, Sess, WindowAgg};
+use super::{Emit, Keyed};
+use crate::exchange::canonical_bytes;
+use crate::expr::V;
+use crate::record::Value;
+use crate::state::codec::{Reader, put_acc, put_ordered_i64, put_u64};
+use crate::state::{StateError, kg_prefix};
+use rocksdb::WriteBatch;
+
+const PANE: u8 = 1;
+const SESSION: u8 = 2;
+/// Entries written per RocksDB write batch.
+const CHUNK: usize = 4096;
+
+fn key_bytes(key: &[Value]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16);
+    for v in key {
+        canonical_bytes(&V::from_value(v), &mut b);
+    }
+    b
+}
+
+fn pane_prefix(kg: u32, end: i64, start: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.extend_from_slice(&kg_prefix(kg));
+    k.push(PANE);
+    put_ordered_i64(end, &mut k);
+    put_ordered_i64(start, &mut k);
+    k
+}
+
+fn pane_key(st: &Keyed, end: i64, start: i64, key: &[Value]) -> Vec<u8> {
+    let kb = key_bytes(key);
+    let mut k = pane_prefix(st.kg(&kb), end, start);
+    k.extend_from_slice(&kb);
+    k
+}
+
+fn put_accs(accs: &Accs, out: &mut Vec<u8>) {
+    for a in accs {
+        put_acc(a, out);
+    }
+}
+
+fn read_accs(r: &mut Reader<'_>, n: usize) -> Result<Accs, StateError> {
+    (0..n).map(|_| r.acc()).collect()
+}
+
+fn entry_value(e: &Entry) -> Vec<u8> {
+    let mut v = vec![u8::from(e.fired)];
+    put_accs(&e.accs, &mut v);
+    v
+}
+
+/// An entry's accumulators run to the end of its value.
+fn read_entry(v: &[u8]) -> Result<Entry, StateError> {
+    let mut r = Reader::new(v);
+    let fired = r.u8()? != 0;
+    let mut accs = Accs::new();
+    while !r.is_empty() {
+        accs.push(r.acc()?);
+    }
+    Ok(Entry {
+        accs,
+        fired,
+        dirty: false,
+    })
+}
+
+/// The stored entry of `key` in pane `(end, start)`, if it was spilled.
+pub(super) fn load(
+    st: &Keyed,
+    end: i64,
+    start: i64,
+    key: &[Value],
+) -> Result<Option<Entry>, StateError> {
+    match st.store.get(&pane_key(st, end, start, key))? {
+        Some(v) => {
+            let mut e = read_entry(&v)?;
+            // Back in memory and about to change: written again at the next snapshot.
+            e.dirty = true;
+            Ok(Some(e))
+        }
+        None => Ok(None),
+    }
+}
+
+fn flush(st: &Keyed, batch: &mut WriteBatch, force: bool) -> Result<(), StateError> {
+    if force || batch.len() >= CHUNK {
+        st.store.write(std::mem::take(batch))?;
+    }
+    Ok(())
+}
+
+impl WindowAgg {
+    /// Writes every changed entry and session to the store; with `evict`, also empties the
+    /// panes with the latest ends (the ones least likely to fire soon) until the cache is half
+    /// full.
+    pub(super) fn write_dirty(&mut self, evict: bool) -> Result<(), StateError> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        let target = st.cache_entries / 2;
+        for (&(end, start), pane) in self.panes.iter_mut().rev() {
+            for (key, e) in pane.keys.iter_mut() {
+                if e.dirty {
+                    batch.put(pane_key(st, end, start, key), entry_value(e));
+                    e.dirty = false;
+                    pane.persisted = true;
+                    flush(st, &mut batch, false)?;
+                }
+            }
+            if evict && self.cached > target {
+                self.cached -= pane.keys.len();
+                pane.keys = Default::default();
+                pane.spilled = true;
+                pane.persisted = true;
+            }
+        }
+        for key in self.dirty_sessions.drain() {
+            let kb = key_bytes(&key);
+            let mut k = kg_prefix(st.kg(&kb)).to_vec();
+            k.push(SESSION);
+            k.extend_from_slice(&kb);
+            match self.sessions.get(&key) {
+                Some(list) if !list.is_empty() => {
+                    let mut v = Vec::new();
+                    put_u64(list.len() as u64, &mut v);
+                    for s in list {
+                        put_ordered_i64(s.start, &mut v);
+                        put_ordered_i64(s.end, &mut v);
+                        v.push(u8::from(s.fired));
+                        put_accs(&s.accs, &mut v);
+                    }
+                    batch.put(k, v);
+                }
+                _ => batch.delete(k),
+            }
+            flush(st, &mut batch, false)?;
+        }
+        flush(st, &mut batch, true)
+    }
+
+    pub(super) fn evict(&mut self) -> Result<(), StateError> {
+        tracing::debug!(cached = self.cached, "window state: spilling to the store");
+        self.write_dirty(true)
+    }
+
+    /// Fires the stored part of a pane that was spilled: entries not in memory and not yet
+    /// fired are emitted, then marked fired in the store (unless the pane is being dropped).
+    pub(super) fn fire_spilled(
+        &mut self,
+        end: i64,
+        start: i64,
+        dropping: bool,
+        out: &mut Emit,
+    ) -> Result<(), StateError> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let Some(pane) = self.panes.get(&(end, start)) else {
+            return Ok(());
+        };
+        let n_keys = self.spec.key.len();
+        let mut batch = WriteBatch::default();
+        for kg in st.store.range.0..=st.store.range.1 {
+            let prefix = pane_prefix(kg, end, start);
+            for item in st.store.scan(&prefix) {
+                let (k, v) = item?;
+                let key: Key = Reader::new(&k[prefix.len()..]).values(n_keys)?.into();
+                if pane.keys.contains_key(&key) {
+                    continue;
+                }
+                let mut e = read_entry(&v)?;
+                if !e.fired {
+                    Self::emit_row(out, &key, start, end, &e.accs);
+                    e.fired = true;
+                    if !dropping {
+                        batch.put(&k, entry_value(&e));
+                    }
+                }
+            }
+            flush(st, &mut batch, false)?;
+        }
+        flush(st, &mut batch, true)
+    }
+
+    /// Removes a dropped pane's entries from the store.
+    pub(super) fn forget(
+        &mut self,
+        (end, start): (i64, i64),
+        _pane: Pane,
+    ) -> Result<(), StateError> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        for kg in st.store.range.0..=st.store.range.1 {
+            let from = pane_prefix(kg, end, start);
+            let to = if start == i64::MAX {
+                let mut t = pane_prefix(kg, end, start);
+                t.push(0xff);
+                t
+            } else {
+                pane_prefix(kg, end, start + 1)
+            };
+            batch.delete_range(from, to);
+        }
+        st.store.write(batch)
+    }
+
+    /// Rebuilds panes (left in the store, fetched on demand) and sessions from a restored store.
+    pub(super) fn restore(&mut self) -> Result<(), StateError> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let n_keys = self.spec.key.len();
+        let n_aggs = self.spec.aggs.len();
+        for kg in st.store.range.0..=st.store.range.1 {
+            let p = kg_prefix(kg);
+            for item in st.store.scan(&[p[0], p[1], PANE]) {
+                let (k, _) = item?;
+                let mut r = Reader::new(&k[3..]);
+                let (end, start) = (r.ordered_i64()?, r.ordered_i64()?);
+                let pane = self.panes.entry((end, start)).or_default();
+                pane.spilled = true;
+                pane.persisted = true;
+            }
+            for item in st.store.scan(&[p[0], p[1], SESSION]) {
+                let (k, v) = item?;
+                let key: Key = Reader::new(&k[3..]).values(n_keys)?.into();
+                let mut r = Reader::new(&v);
+                let n = r.u64()? as usize;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (start, end) = (r.ordered_i64()?, r.ordered_i64()?);
+                    let fired = r.u8()? != 0;
+                    let accs = read_accs(&mut r, n_aggs)?;
+                    self.timers.entry(end).or_default().push(key.clone());
+                    list.push(Sess {
+                        start,
+                        end,
+                        accs,
+                        fired,
+                    });
+                }
+                self.sessions.insert(key, list);
+            }
+        }
+        Ok(())
+    }
+}
