@@ -31,6 +31,7 @@ READY_TOPIC=eddy-services-ready   # the broker check's topic (and consumer group
 log() { echo "services: $*" >&2; }
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_free() { ! port_open "$1" || { log "127.0.0.1:$1 is taken by another process"; return 1; }; }
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 # ------------------------------------------------------------------------------------ state
@@ -73,8 +74,7 @@ stray_pids() {
 # ------------------------------------------------------------------------------- fetch/build
 need_tools() {
   local missing=() c
-  for c in curl mvn flock timeout; do command -v "$c" >/dev/null || missing+=("$c"); done
-  command -v "$JAVA" >/dev/null || missing+=(java)
+  for c in curl mvn "$JAVA"; do command -v "$c" >/dev/null || missing+=("$c"); done
   ((${#missing[@]} == 0)) || { log "missing ${missing[*]}: run e2e/deps.sh"; exit 1; }
   command -v go >/dev/null || [ -x "$EDDY_CACHE/versitygw/$VGW_VERSION/bin/versitygw" ] ||
     { log "missing go (needed once, to build versitygw)"; exit 1; }
@@ -119,51 +119,30 @@ build_versitygw() { # go install from the module proxy, once per version, like l
 
 # ---------------------------------------------------------------------------------- kafka
 kafka_config() {
-  local k=$DATA/kafka
+  local k=$DATA/kafka l="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
   mkdir -p "$k/data"
-  cat >"$k/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs=$k/data
-num.network.threads=2
-num.io.threads=4
-num.partitions=1
-default.replication.factor=1
-auto.create.topics.enable=true
-group.initial.rebalance.delay.ms=0
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-log.cleaner.dedupe.buffer.size=33554432
-EOF
-  local f; for f in server tools; do
-    cat >"$k/log4j2-$f.properties" <<EOF
-status = warn
-appender.out.name = out
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-EOF
-  done
-  printf '%s\n' "appender.out.type = File" "appender.out.fileName = $DATA/logs/kafka.log" \
-    "rootLogger.level = info" "rootLogger.appenderRef.out.ref = out" >>"$k/log4j2-server.properties"
-  # Tools log warnings to stderr, so their stdout is just their output.
-  printf '%s\n' "appender.out.type = Console" "appender.out.target = SYSTEM_ERR" \
-    "rootLogger.level = warn" "rootLogger.appenderRef.out.ref = out" >>"$k/log4j2-tools.properties"
+  # One combined broker+controller; every internal topic with one replica and one partition.
+  printf '%s\n' process.roles=broker,controller node.id=1 controller.listener.names=CONTROLLER \
+    "controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT" "listeners=$l" "advertised.listeners=$l" \
+    listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT inter.broker.listener.name=PLAINTEXT \
+    "log.dirs=$k/data" num.network.threads=2 num.io.threads=4 num.partitions=1 default.replication.factor=1 \
+    auto.create.topics.enable=true group.initial.rebalance.delay.ms=0 \
+    offsets.topic.replication.factor=1 offsets.topic.num.partitions=1 \
+    transaction.state.log.replication.factor=1 transaction.state.log.min.isr=1 \
+    transaction.state.log.num.partitions=1 share.coordinator.state.topic.replication.factor=1 \
+    share.coordinator.state.topic.min.isr=1 log.cleaner.dedupe.buffer.size=33554432 >"$k/server.properties"
+  # The broker logs to a file; the tools log warnings to stderr, so their stdout is their output.
+  local common=("status = warn" "appender.out.name = out" "appender.out.layout.type = PatternLayout"
+    "appender.out.layout.pattern = [%d] %p %m (%c)%n" "rootLogger.appenderRef.out.ref = out")
+  printf '%s\n' "${common[@]}" "appender.out.type = File" "appender.out.fileName = $DATA/logs/kafka.log" \
+    "rootLogger.level = info" >"$k/log4j2-server.properties"
+  printf '%s\n' "${common[@]}" "appender.out.type = Console" "appender.out.target = SYSTEM_ERR" \
+    "rootLogger.level = warn" >"$k/log4j2-tools.properties"
   printf '%s\n' request.timeout.ms=5000 default.api.timeout.ms=15000 >"$k/admin.properties"
   # Kafka's cluster ids are 16 random bytes in URL-safe base64, never starting with '-'.
   local id="-"; until [[ $id != -* ]]; do id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='); done
-  "$JAVA" -Dlog4j2.configurationFile="$k/log4j2-tools.properties" -cp "$KAFKA_LIBS/*" \
-    kafka.tools.StorageTool format -t "$id" -c "$k/server.properties" --standalone >"$DATA/logs/kafka-format.log" 2>&1 ||
+  "$JAVA" -Dlog4j2.configurationFile="$k/log4j2-tools.properties" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool \
+    format -t "$id" -c "$k/server.properties" --standalone >"$DATA/logs/kafka-format.log" 2>&1 ||
     { cat "$DATA/logs/kafka-format.log" >&2; return 1; }
 }
 
@@ -192,8 +171,7 @@ kafka_check() {
 }
 
 kafka_start() {
-  port_open "$KAFKA_PORT" && { log "127.0.0.1:$KAFKA_PORT is taken by another process"; return 1; }
-  port_open "$CONTROLLER_PORT" && { log "127.0.0.1:$CONTROLLER_PORT is taken by another process"; return 1; }
+  port_free "$KAFKA_PORT" && port_free "$CONTROLLER_PORT" || return 1
   local k=$DATA/kafka
   # setsid: its own session, so a ^C to the caller does not reach it; it execs, so $! is java's.
   setsid "$JAVA" "-Xmx${EDDY_KAFKA_HEAP:-512m}" -Xms128m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -223,7 +201,7 @@ s3_check() { # health, the bucket (made if missing), a small object put, read ba
 }
 
 s3_start() {
-  port_open "$S3_PORT" && { log "127.0.0.1:$S3_PORT is taken by another process"; return 1; }
+  port_free "$S3_PORT" || return 1
   mkdir -p "$DATA/s3/root" || return 1
   # env -i: versitygw reads many settings from the environment (VGW_*, ROOT_ACCESS_KEY, LOGFILE...).
   setsid env -i PATH=/usr/bin:/bin HOME="$DATA/s3" "$VGW_BIN" --access "$S3_ACCESS" --secret "$S3_SECRET" \
@@ -258,7 +236,7 @@ stop() {
   end=$((SECONDS + 30))
   while alive "$pid" && ((SECONDS < end)); do sleep 0.1; done
   if alive "$pid"; then log "$name: still running after 30 s, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-  while alive "$pid"; do sleep 0.1; done
+  end=$((SECONDS + 10)); while alive "$pid" && ((SECONDS < end)); do sleep 0.1; done
   rm -f "$DATA/pids/$name"; log "$name stopped (pid $pid, SIG$sig)"
 }
 
@@ -273,9 +251,6 @@ start() { # NAME: start it on the existing data unless it already runs and answe
   show_logs "$1"; return 1
 }
 
-write_env() {
-  env_lines >"$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"
-}
 env_lines() {
   cat <<EOF
 KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
@@ -295,32 +270,23 @@ EOF
 
 # ---------------------------------------------------------------------------------- commands
 up() {
-  local t0=$SECONDS
-  need_tools
-  fetch_kafka
-  build_versitygw
-  if load_state; then
-    if ! [ -f "$DATA/kafka/data/meta.properties" ]; then log "$DATA is incomplete: starting afresh"; down; fi
-  elif [ -f "$STATE" ]; then
-    down
-  fi
-  if [ ! -f "$STATE" ]; then
+  local t0=$SECONDS p keep
+  need_tools; fetch_kafka; build_versitygw
+  # An earlier up's data dir is reused: whatever of it is stopped is started again.
+  if ! load_state || [ ! -f "$DATA/kafka/data/meta.properties" ]; then
+    [ ! -f "$STATE" ] || down
     KAFKA_PORT=${EDDY_KAFKA_PORT:-19092} CONTROLLER_PORT=${EDDY_KAFKA_CONTROLLER_PORT:-19093}
     S3_PORT=${EDDY_S3_PORT:-19000}
-    local p; for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$S3_PORT"; do
-      [[ $p =~ ^[0-9]+$ ]] || { log "bad port '$p'"; exit 1; }
-    done
-    DATA=$(mktemp -d /tmp/eddy-services.XXXXXX)
-    mkdir -p "$DATA/pids" "$DATA/logs"
-    fetch_kafka; build_versitygw   # sets KAFKA_LIBS and VGW_BIN for the state file
-    save_state
+    for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$S3_PORT"; do [[ $p =~ ^[0-9]+$ ]] || { log "bad port '$p'"; exit 1; }; done
+    fetch_kafka; build_versitygw   # again: load_state may have set KAFKA_LIBS and VGW_BIN
+    DATA=$(mktemp -d /tmp/eddy-services.XXXXXX); mkdir -p "$DATA/pids" "$DATA/logs"; save_state
     kafka_config || { down; exit 1; }
   fi
   if start kafka && start s3; then
-    write_env; log "up in $((SECONDS - t0)) s; $ENV_FILE:"; cat "$ENV_FILE"; return 0
+    env_lines >"$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"
+    log "up in $((SECONDS - t0)) s; $ENV_FILE:"; cat "$ENV_FILE"; return 0
   fi
-  local keep; keep=$(mktemp -d /tmp/eddy-services-logs.XXXX)
-  cp -r "$DATA/logs/." "$keep/" 2>/dev/null || true
+  keep=$(mktemp -d /tmp/eddy-services-logs.XXXX); cp -r "$DATA/logs/." "$keep/" 2>/dev/null || true
   log "FAILED: ${FAILED:-a service} did not come up; logs kept in $keep; tearing down"
   down; exit 1
 }
@@ -342,27 +308,18 @@ down() {
 status() {
   load_state || { echo "services: not up (no $STATE)"; return 1; }
   local rc=0 pid
-  if pid=$(our_pid kafka); then
-    if port_open "$KAFKA_PORT"; then echo "kafka: up (pid $pid) on 127.0.0.1:$KAFKA_PORT"
-    else echo "kafka: starting (pid $pid), 127.0.0.1:$KAFKA_PORT not answering"; rc=1; fi
-  else echo "kafka: not running"; rc=1; fi
-  if pid=$(our_pid s3); then
-    if curl -fsS --noproxy '*' --max-time 3 -o /dev/null "http://127.0.0.1:$S3_PORT/health" 2>/dev/null; then
-      echo "s3: up (pid $pid) on http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
-    else echo "s3: starting (pid $pid), http://127.0.0.1:$S3_PORT not answering"; rc=1; fi
-  else echo "s3: not running"; rc=1; fi
+  # Cheap: the process and its port (`up` is the thorough check).
+  if ! pid=$(our_pid kafka); then echo "kafka: not running"; rc=1
+  elif port_open "$KAFKA_PORT"; then echo "kafka: up (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+  else echo "kafka: starting (pid $pid), 127.0.0.1:$KAFKA_PORT not answering"; rc=1; fi
+  if ! pid=$(our_pid s3); then echo "s3: not running"; rc=1
+  elif curl -fsS --noproxy '*' --max-time 3 -o /dev/null "http://127.0.0.1:$S3_PORT/health" 2>/dev/null; then
+    echo "s3: up (pid $pid) on http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
+  else echo "s3: starting (pid $pid), http://127.0.0.1:$S3_PORT not answering"; rc=1; fi
   echo "data: $DATA"
   return $rc
 }
 
-one() { # start|stop NAME [--kill]
-  load_state || { log "not up: run '$0 up' first"; exit 1; }
-  if [ "$1" = stop ]; then
-    case ${3:-} in "") stop "$2" ;; --kill) stop "$2" KILL ;; *) log "usage: $0 stop-$2 [--kill]"; exit 2 ;; esac
-  else
-    need_tools; start "$2"
-  fi
-}
 
 cmd=${1:-}
 case $cmd in up | down | stop-* | start-*)
@@ -375,7 +332,15 @@ case $cmd in
   down) down ;;
   status) status ;;
   env) load_state || { log "not up"; exit 1; }; env_lines ;;
-  stop-kafka | stop-s3) one stop "${cmd#stop-}" "${2:-}" ;;
-  start-kafka | start-s3) one start "${cmd#start-}" ;;
+  stop-kafka | stop-s3 | start-kafka | start-s3)
+    load_state || { log "not up: run '$0 up' first"; exit 1; }
+    case $cmd:${2:-} in
+      stop-*:) stop "${cmd#stop-}" ;;
+      stop-*:--kill) stop "${cmd#stop-}" KILL ;;
+      start-*:) need_tools; start "${cmd#start-}" ;;
+      *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+    esac ;;
   *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+# `exit` on the same line: bash has read the whole command before running it, so editing this
+# file while services come up cannot make the running script execute a shifted tail.
 esac; exit $?
