@@ -82,10 +82,7 @@ need_tools() {
   [ "${v%%.*}" -ge 17 ] 2>/dev/null || { log "Kafka $KAFKA_VERSION needs Java 17+, $JAVA is $v"; exit 1; }
 }
 
-install_dir() { # SCRATCH FINAL: publish a finished fetch/build at once
-  rm -rf "$2.old"; [ ! -e "$2" ] || mv "$2" "$2.old"
-  mv "$1" "$2"; rm -rf "$2.old"
-}
+install_dir() { rm -rf "$2.old"; [ ! -e "$2" ] || mv "$2" "$2.old"; mv "$1" "$2"; rm -rf "$2.old"; }
 
 fetch_kafka() { # the broker's and tools' jars, from Maven Central via the pom, once per version
   local out=$EDDY_CACHE/kafka/$KAFKA_VERSION
@@ -93,11 +90,9 @@ fetch_kafka() { # the broker's and tools' jars, from Maven Central via the pom, 
   [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] && cmp -s "$POM" "$out/pom.xml" && return 0
   log "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
   local t0=$SECONDS w; mkdir -p "$EDDY_CACHE/kafka"; w=$(mktemp -d "$EDDY_CACHE/kafka/fetch.XXXX")
-  if ! mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$EDDY_CACHE/m2" -f "$POM" \
-    -Dkafka.version="$KAFKA_VERSION" dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$w/libs" >"$w/mvn.log" 2>&1; then
-    tail -n 30 "$w/mvn.log" >&2; rm -rf "$w"; log "fetching Kafka failed"; exit 1
-  fi
+  mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$EDDY_CACHE/m2" -f "$POM" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$w/libs" >"$w/mvn.log" 2>&1 ||
+    { tail -n 30 "$w/mvn.log" >&2; rm -rf "$w"; log "fetching Kafka failed"; exit 1; }
   cp "$POM" "$w/pom.xml"; install_dir "$w" "$out"
   log "Kafka $KAFKA_VERSION: $(ls "$KAFKA_LIBS" | wc -l) jars in $((SECONDS - t0)) s"
 }
@@ -224,8 +219,7 @@ wait_for() {
 
 show_logs() { # NAME: the end of its logs, to stderr
   local f; for f in "$DATA/logs/$1".{out,log} "$DATA/logs/$1"-hs_err_*.log; do
-    [ -s "$f" ] || continue; log "last lines of $f:"; tail -n 30 "$f" >&2
-  done
+    if [ -s "$f" ]; then log "last lines of $f:"; tail -n 30 "$f" >&2; fi; done
 }
 
 # stop NAME [SIGNAL]: SIGTERM (or SIGNAL), wait up to 30 s, then SIGKILL. Data stays.
