@@ -8,9 +8,11 @@ need=()
 for p in build-essential cmake clang libclang-dev pkg-config libssl-dev libcurl4-openssl-dev zlib1g-dev curl jq; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
-# javac/java: the test that compares the Rust generators with their Java twin (bench/flink/gen).
+# javac/java: the test that compares the Rust generators with their Java twin (bench/flink/gen);
+# java also runs the Kafka broker of e2e/services.sh.
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
-# mvn: builds the Apache Flink baseline of `make bench` (bench/flink).
+# mvn: builds the Apache Flink baseline of `make bench` (bench/flink) and fetches Kafka's jars for
+# e2e/services.sh.
 command -v mvn >/dev/null || need+=(maven)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2
