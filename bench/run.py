@@ -19,6 +19,9 @@ the results match; asserts nothing about time. Otherwise: a warm-up run of each 
 BENCH_RUNS (default 3) alternating runs, medians with min-max, and the faster of Flink's DataStream
 and SQL versions. Exits 1 if any case's results differ.
 """
+import glob
+import json
+import shutil
 import os
 import statistics
 import subprocess
@@ -55,7 +58,7 @@ def size(n):
     return max(n // 25, 50_000) if QUICK else n
 
 
-def eddy_run(plan, count, p, out, input_file=None):
+def eddy_run(plan, count, p, out, input_file=None, extra=()):
     """One `eddy run` in a fresh child process; returns (cpu_s, wall_s, peak_rss_mb)."""
     text = open(os.path.join(ROOT, "bench", "plans", plan)).read()
     text = text.replace("__COUNT__", str(count)).replace("__OUT__", out).replace("__INPUT__", input_file or "")
@@ -69,7 +72,7 @@ def eddy_run(plan, count, p, out, input_file=None):
         "w=time.monotonic()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN);"
         "print(p.returncode,w,u.ru_utime+u.ru_stime,u.ru_maxrss);sys.stderr.write(p.stderr)"
     )
-    r = subprocess.run([sys.executable, "-c", probe, EDDY, "run", "--quiet", "-p", str(p), path],
+    r = subprocess.run([sys.executable, "-c", probe, EDDY, "run", "--quiet", "-p", str(p), path, *extra],
                        capture_output=True, text=True)
     code, wall, cpu, rss = r.stdout.split()
     if code != "0":
@@ -99,6 +102,33 @@ def same(a, b):
 
 def fmt(x):
     return f"{x:.0f}"
+
+
+def checkpoint_cost(d):
+    """Keyed count with checkpoints every second against none, alternating; the same results."""
+    n = size(20_000_000)
+    plain_out, ck_out = os.path.join(d, "plain.jsonl"), os.path.join(d, "ck.jsonl")
+    plain, ck, chks, uploaded, state = [], [], 0, 0, 0
+    for _ in range(RUNS):
+        cpu, _, _ = eddy_run("keyed-count.yaml", n, 1, plain_out)
+        plain.append(n / cpu)
+        ckdir = os.path.join(d, "ckpt")
+        shutil.rmtree(ckdir, ignore_errors=True)
+        cpu, _, _ = eddy_run("keyed-count.yaml", n, 1, ck_out,
+                             extra=("--checkpoint-dir", ckdir, "--checkpoint-interval", "1s", "--job", "bench"))
+        ck.append(n / cpu)
+        metas = glob.glob(os.path.join(ckdir, "local", "bench", "checkpoints", "chk-*", "_metadata.json"))
+        chks = max(int(os.path.basename(os.path.dirname(m))[4:]) for m in metas) if metas else 0
+        for m in metas:
+            meta = json.load(open(m))
+            if not meta.get("finished"):
+                uploaded, state = max(uploaded, meta["uploadedBytes"]), max(state, meta["stateBytes"])
+    match, _ = same(plain_out, ck_out)
+    p_, c_ = statistics.median(plain), statistics.median(ck)
+    print(f"bench checkpoint-cost-p1 plain_per_cpu_s={fmt(p_)} checkpointed_per_cpu_s={fmt(c_)} "
+          f"ratio={c_ / p_:.3f} checkpoints={chks} max_uploaded_bytes={uploaded} max_state_bytes={state} "
+          f"results_match={'yes' if match else 'no'} records={n} runs={RUNS}", flush=True)
+    return match
 
 
 def main():
@@ -152,6 +182,7 @@ def main():
             out = os.path.join(d, "eddy.jsonl")
             cpu, wall, rss = eddy_run(plan, n, 1, out)
             print(f"bench {name}-p1 records_per_sec={n / wall:.0f} eddy_per_cpu_s={n / cpu:.0f} peak_rss_mb={rss:.0f}", flush=True)
+        ok = checkpoint_cost(d) and ok
     if not ok:
         sys.exit("bench: Eddy's and Flink's results differ (see above)")
 

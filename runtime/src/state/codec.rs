@@ -203,7 +203,7 @@ mod tests {
             assert_eq!(format!("{:?}", r.acc().unwrap()), format!("{a:?}"));
         }
         assert!(r.is_empty());
-        assert!(Reader::new(&b[..3]).values(2).is_err());
+        assert!(Reader::new(&b[..3]).values(3).is_err());
     }
 
     #[test]
