@@ -12,8 +12,11 @@ export EDDY
 
 images: deps release
 	$(CARGO) build --release -p eddy-operator
+	@mkdir -p $(E2E_IMAGES_DIR)
+	# RocksDB's C++ debug info makes the binary ~450 MB; images carry it stripped (~18 MB).
+	strip -o $(E2E_IMAGES_DIR)/eddy.stripped $(EDDY)
 	bash e2e/image.sh --name eddy.local/eddy:dev --out $(E2E_IMAGES_DIR)/eddy.tar \
-	  --entrypoint '["/usr/local/bin/eddy"]' bin:$(EDDY):/usr/local/bin/eddy
+	  --entrypoint '["/usr/local/bin/eddy"]' bin:$(E2E_IMAGES_DIR)/eddy.stripped:/usr/local/bin/eddy
 	bash e2e/image.sh --name eddy.local/eddy-operator:dev --out $(E2E_IMAGES_DIR)/eddy-operator.tar \
 	  --entrypoint '["/usr/local/bin/eddy-operator"]' bin:$(EDDY_OPERATOR):/usr/local/bin/eddy-operator
 

@@ -323,10 +323,11 @@ impl Coordinator {
                     }
                 }
             }
-            if flight.is_none() && start.is_none() {
-                if let Some(sp) = queued_savepoint.take() {
-                    start = Some(Some(sp));
-                }
+            if flight.is_none()
+                && start.is_none()
+                && let Some(sp) = queued_savepoint.take()
+            {
+                start = Some(Some(sp));
             }
             if finished.len() == self.settings.tasks {
                 if let Some(f) = flight.take() {
@@ -348,7 +349,7 @@ impl Coordinator {
                 let _ = self.trigger.send(id);
             }
             let Some(f) = flight.as_ref() else { continue };
-            let have = (0..self.settings.tasks).count();
+            let have = self.settings.tasks;
             let acked = f.acks.len() + finished.keys().filter(|t| !f.acks.contains_key(t)).count();
             if acked >= have {
                 let Some(f) = flight.take() else { continue };

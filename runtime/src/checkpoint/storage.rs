@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 /// Files above this size are uploaded in parts.
 const MULTIPART_ABOVE: u64 = 16 << 20;
 
+/// A stored shared file: object path (relative to the job root), size, checksum.
+type Stored = (String, u64, u64);
+
 pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
     /// `<namespace>/<job>` inside the store.
@@ -21,7 +24,7 @@ pub struct CheckpointStorage {
     /// Shown in messages.
     pub display: String,
     /// Uploaded shared files: (instance, local file name) -> object path (relative to root).
-    uploaded: Mutex<HashMap<(String, String), (String, u64, u64)>>,
+    uploaded: Mutex<HashMap<(String, String), Stored>>,
 }
 
 fn store_err(path: &str) -> impl Fn(object_store::Error) -> CheckpointError + '_ {

@@ -154,10 +154,10 @@ impl WindowAgg {
         for k in done {
             if let Some(pane) = self.panes.remove(&k) {
                 self.cached -= pane.keys.len();
-                if pane.persisted {
-                    if let Err(e) = self.forget(k, pane) {
-                        out.dead_raw(String::new(), format!("state store: {e}"));
-                    }
+                if pane.persisted
+                    && let Err(e) = self.forget(k, pane)
+                {
+                    out.dead_raw(String::new(), format!("state store: {e}"));
                 }
             }
         }

@@ -59,6 +59,9 @@ pub struct LocalFile {
     pub key_groups: Option<(u32, u32)>,
 }
 
+/// A stored key and value.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
 pub struct StateStore {
     db: DB,
     path: PathBuf,
@@ -198,7 +201,7 @@ impl StateStore {
     pub fn scan<'a>(
         &'a self,
         prefix: &'a [u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StateError>> + 'a {
+    ) -> impl Iterator<Item = Result<Entry, StateError>> + 'a {
         self.db
             .iterator(IteratorMode::From(prefix, rocksdb::Direction::Forward))
             .map(|r| r.map_err(db_err(&self.path)))
