@@ -12,10 +12,13 @@ QUICK ?=
 run: deps release
 	$(EDDY) run $(EXAMPLE)
 
-## test: install what the tests need and run every test
+## test: install what the tests need, start the test services (Kafka, S3), run every test
+# The services stay up only if they were up before (or with KEEP_SERVICES=1).
 test: deps
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	@was_up=$$(bash e2e/services.sh status >/dev/null 2>&1 && echo 1); \
+	bash e2e/services.sh up || exit 1; \
+	$(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; rc=$$?; \
+	if [ -z "$$was_up$(KEEP_SERVICES)" ]; then bash e2e/services.sh down; fi; exit $$rc
 
 ## deps: install the system packages the build needs (only the missing ones)
 deps:
@@ -46,3 +49,4 @@ clean:
 	$(CARGO) clean
 
 -include e2e/e2e.mk
+-include e2e/services.mk

@@ -41,6 +41,74 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
+/// An object store for a remote URL (and the path inside it), or `None` for local paths.
+fn remote(url: &str) -> Result<Option<(Arc<dyn ObjectStore>, String)>, CheckpointError> {
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return Ok(None);
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(CheckpointError::Invalid {
+            path: url.to_string(),
+            msg: "no bucket: expected s3://<bucket>/<prefix>".into(),
+        });
+    }
+    // Fail a checkpoint's upload within seconds when the store is down (the next interval
+    // retries it) rather than stall checkpointing for minutes.
+    let retry = object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    use object_store::ClientConfigKey as C;
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry);
+    // Timeouts unless the environment sets them (`with_client_options` would drop its
+    // AWS_ALLOW_HTTP and the like).
+    if std::env::var_os("AWS_CONNECT_TIMEOUT").is_none() {
+        builder = builder.with_config(K::Client(C::ConnectTimeout), "2s");
+    }
+    if std::env::var_os("AWS_TIMEOUT").is_none() {
+        builder = builder.with_config(K::Client(C::Timeout), "60s");
+    }
+    if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+        builder = builder.with_config(K::Client(C::AllowHttp), "true");
+    }
+    let store = builder
+        .build()
+        .map_err(|e| CheckpointError::Invalid {
+            path: url.to_string(),
+            msg: format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for S3-compatible servers)"),
+        })?;
+    Ok(Some((
+        Arc::new(store),
+        prefix.trim_matches('/').to_string(),
+    )))
+}
+
+/// An S3 error's code (`NoSuchBucket`, `SignatureDoesNotMatch`, ...) rather than the whole
+/// XML body the server sent.
+fn short(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|r| r.split("</Code>").next());
+    match code {
+        Some(c) => {
+            let status = text
+                .split("status code: ")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .unwrap_or("");
+            format!("{c}, {status}")
+        }
+        None => text.chars().take(300).collect(),
+    }
+}
+
 /// The checkpoint directory name of checkpoint `id` (zero-padded so names sort by id).
 pub fn chk_dir(id: u64) -> String {
     format!("checkpoints/chk-{id:010}")
@@ -61,10 +129,68 @@ impl CheckpointStorage {
         })
     }
 
+    /// Storage at a URL: `s3://bucket/prefix` (credentials, region and endpoint from the
+    /// standard `AWS_*` environment variables), else a local directory or `file://` URL.
+    /// Checks that the store answers, so bad credentials or a missing bucket fail at start.
+    pub async fn open(url: &str, namespace: &str, job: &str) -> Result<Self, CheckpointError> {
+        let Some((store, prefix)) = remote(url)? else {
+            return Self::local(url, namespace, job);
+        };
+        let root = [prefix.as_str(), namespace, job]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        let storage = CheckpointStorage {
+            store,
+            root,
+            display: format!("{}/{namespace}/{job}", url.trim_end_matches('/')),
+            uploaded: Mutex::new(HashMap::new()),
+        };
+        storage.check(url).await?;
+        Ok(storage)
+    }
+
+    /// One listing, so a store that cannot be used says why at start rather than at the first
+    /// checkpoint.
+    async fn check(&self, url: &str) -> Result<(), CheckpointError> {
+        let prefix = self.obj("checkpoints");
+        match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(CheckpointError::Invalid {
+                path: url.to_string(),
+                msg: format!(
+                    "the checkpoint store refused a listing ({}); check the bucket name in --checkpoint-dir, the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), AWS_REGION and, for S3-compatible servers, AWS_ENDPOINT_URL",
+                    short(&e)
+                ),
+            }),
+        }
+    }
+
     /// Storage rooted at a job directory itself, for `--restore <path>` of a checkpoint or
     /// savepoint directory (`<job root>/checkpoints/chk-<n>` or `<job root>/savepoints/sp-..`).
     /// Returns the storage and the checkpoint's path relative to it.
     pub fn for_restore_path(path: &str) -> Result<(Self, String), CheckpointError> {
+        if let Some((store, prefix)) = remote(path)? {
+            let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+            let [root @ .., kind, name] = parts.as_slice() else {
+                return Err(CheckpointError::Invalid {
+                    path: path.to_string(),
+                    msg: "expected …/<namespace>/<job>/savepoints/sp-… or …/checkpoints/chk-…"
+                        .into(),
+                });
+            };
+            return Ok((
+                CheckpointStorage {
+                    store,
+                    root: root.join("/"),
+                    display: path.to_string(),
+                    uploaded: Mutex::new(HashMap::new()),
+                },
+                format!("{kind}/{name}"),
+            ));
+        }
         let p = Path::new(path.strip_prefix("file://").unwrap_or(path));
         let bad = |msg: &str| CheckpointError::Invalid {
             path: path.to_string(),

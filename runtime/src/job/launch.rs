@@ -112,11 +112,9 @@ async fn launch_in(
     parallelism: usize,
 ) -> Result<Ended, LaunchError> {
     let storage = match &opts.checkpoints {
-        Some(c) => Some(Arc::new(CheckpointStorage::local(
-            &c.dir,
-            &c.namespace,
-            &c.job,
-        )?)),
+        Some(c) => Some(Arc::new(
+            CheckpointStorage::open(&c.dir, &c.namespace, &c.job).await?,
+        )),
         None => None,
     };
     let restored = match (&opts.restore, &storage) {
