@@ -42,7 +42,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
 }
 
 /// An object store for a remote URL (and the path inside it), or `None` for local paths.
-fn remote(url: &str) -> Result<Option<(Arc<dyn ObjectStore>, String)>, CheckpointError> {
+/// A remote store and the path prefix inside it.
+type Remote = (Arc<dyn ObjectStore>, String);
+
+fn remote(url: &str) -> Result<Option<Remote>, CheckpointError> {
     let Some(rest) = url.strip_prefix("s3://") else {
         return Ok(None);
     };
