@@ -59,7 +59,7 @@ fn service(cmd: &str) {
 }
 
 struct Job {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     plan: PathBuf,
     out: PathBuf,
     env: HashMap<String, String>,
@@ -79,7 +79,7 @@ impl Job {
         .expect("plan");
         let unique = format!("{name}-{}-{}", std::process::id(), eddy_now());
         Job {
-            _dir: dir,
+            dir,
             plan,
             out,
             env: env.clone(),
@@ -92,6 +92,8 @@ impl Job {
         c.arg("run")
             .arg(&self.plan)
             .args(["--quiet", "--checkpoint-dir", &self.ckpt])
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
             .args(extra)
             .env("EDDY_LOG", "eddy=info")
             .stdout(Stdio::null())

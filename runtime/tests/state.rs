@@ -76,6 +76,7 @@ fn windows_spill_past_the_cache_and_agree_with_memory() {
     // And through a crash: checkpoints of spilled state, a kill, a restore.
     let (plan_k, out_k) = plan(dir.path(), "killed", 40_000);
     let ck = dir.path().join("ckpt");
+    let state = dir.path().join("state");
     let args = [
         plan_k.as_str(),
         "--state-cache-entries",
@@ -84,6 +85,8 @@ fn windows_spill_past_the_cache_and_agree_with_memory() {
         ck.to_str().expect("utf8"),
         "--checkpoint-interval",
         "300ms",
+        "--state-dir",
+        state.to_str().expect("utf8"),
     ];
     let mut child = eddy(&args)
         .stdout(Stdio::null())

@@ -96,11 +96,17 @@ pub async fn launch(
         path: state_dir.display().to_string(),
         source,
     })?;
-    let result = launch_in(graph, opts, metrics, job_metrics, &state_dir, parallelism).await;
-    if temp {
-        let _ = std::fs::remove_dir_all(&state_dir);
+    // Removed however the run ends, including when Ctrl-C drops this future.
+    let _cleanup = temp.then(|| RemoveOnDrop(state_dir.clone()));
+    launch_in(graph, opts, metrics, job_metrics, &state_dir, parallelism).await
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
-    result
 }
 
 async fn launch_in(
