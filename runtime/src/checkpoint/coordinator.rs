@@ -50,6 +50,11 @@ pub enum Msg {
     Savepoint {
         id: u64,
     },
+    /// A sink committed everything up to checkpoint `id`.
+    Committed {
+        task: TaskId,
+        id: u64,
+    },
     Stop {
         savepoint: Option<u64>,
     },
@@ -67,8 +72,10 @@ pub struct Settings {
     pub operators: Vec<OperatorShape>,
     pub node_names: Vec<String>,
     pub tasks: usize,
-    /// Id of the checkpoint the run restored from (0: none).
-    pub restored_id: u64,
+    /// Sink instances, which report their commits.
+    pub sinks: usize,
+    /// Id of this run's first checkpoint (after every id already in the store).
+    pub first_id: u64,
     /// A random id of this run, so state files of different runs never collide.
     pub run_id: String,
 }
@@ -274,9 +281,10 @@ pub struct Coordinator {
 impl Coordinator {
     /// Runs until every task finished (then writes the final checkpoint) or a stop completes.
     pub async fn run(mut self) {
-        let mut next_id = self.settings.restored_id + 1;
+        let mut next_id = self.settings.first_id;
         let mut finished: HashMap<TaskId, AckData> = HashMap::new();
         let mut flight: Option<InFlight> = None;
+        let mut committed: HashMap<TaskId, u64> = HashMap::new();
         let mut queued_savepoint: Option<u64> = None;
         let mut stop_after: Option<Option<u64>> = None;
         let period = self
@@ -309,6 +317,9 @@ impl Coordinator {
                         finished.insert(task, data);
                     }
                     Some(Msg::Savepoint { id }) => queued_savepoint = Some(id),
+                    Some(Msg::Committed { task, id }) => {
+                        committed.insert(task, id);
+                    }
                     Some(Msg::Stop { savepoint }) => {
                         match savepoint {
                             Some(id) => {
@@ -375,6 +386,7 @@ impl Coordinator {
                     }
                     if stop_after == Some(Some(sp)) {
                         if result.is_ok() {
+                            self.await_commits(&mut committed, next_id - 1).await;
                             let _ = self.outcome.send(Outcome::Stop);
                             return;
                         }
@@ -397,6 +409,30 @@ impl Coordinator {
                     queued_savepoint = Some(sp);
                 }
                 discard_all(f.acks);
+            }
+        }
+    }
+
+    /// Before stopping after a savepoint: waits (a while) until every sink committed it, so the
+    /// output holds everything the savepoint covers.
+    async fn await_commits(&mut self, committed: &mut HashMap<TaskId, u64>, id: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while committed.values().filter(|c| **c >= id).count() < self.settings.sinks {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Msg::Committed { task, id })) => {
+                    committed.insert(task, id);
+                }
+                Ok(Some(Msg::Finished { task, .. })) => {
+                    committed.insert(task, u64::MAX);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        id,
+                        "stopping before every sink committed the savepoint; a restore from it completes the commit"
+                    );
+                    return;
+                }
             }
         }
     }

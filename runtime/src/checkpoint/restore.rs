@@ -77,6 +77,8 @@ pub async fn latest(
             // A plan that no longer fits is the user's to fix, not a damaged checkpoint.
             Err(e @ CheckpointError::Incompatible(_)) => return Err(e),
             Err(e) => {
+                // Files it adopted must not stand for the next candidate's.
+                storage.forget_adopted();
                 tracing::warn!(checkpoint = %dir, error = %e, "skipping an incomplete or damaged checkpoint; trying the previous one");
             }
         }

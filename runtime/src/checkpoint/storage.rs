@@ -354,6 +354,25 @@ impl CheckpointStorage {
         }
     }
 
+    pub fn forget_adopted(&self) {
+        self.uploaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The highest checkpoint id present, complete or not: a new run numbers after it, so
+    /// restoring an older savepoint never reuses (and overwrites) an existing id.
+    pub async fn highest_id(&self) -> Result<u64, CheckpointError> {
+        Ok(self
+            .list_checkpoints()
+            .await?
+            .iter()
+            .filter_map(|d| d.strip_prefix("checkpoints/chk-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0))
+    }
+
     /// Writes the manifests and then, last, `_metadata.json` of a checkpoint at `dir_rel`.
     pub async fn commit(
         &self,

@@ -75,28 +75,28 @@ impl TxnFileSink {
             None => out.set_len(0).map_err(io(&sink.path))?,
             Some(st) => {
                 let len = out.metadata().map_err(io(&sink.path))?.len();
-                let total: u64 = st.pending.iter().map(|p| p.1).sum();
-                let staged = st
+                // Commits run in epoch order and delete their staging file after appending it,
+                // so the epochs whose staging file is gone were appended already.
+                let done = st
                     .pending
                     .iter()
+                    .take_while(|(e, _)| !sink.part(*e).exists())
+                    .count();
+                let base = st.committed + st.pending[..done].iter().map(|p| p.1).sum::<u64>();
+                let staged = st.pending[done..]
+                    .iter()
                     .all(|(e, n)| std::fs::metadata(sink.part(*e)).is_ok_and(|m| m.len() == *n));
-                if staged {
-                    out.set_len(st.committed).map_err(io(&sink.path))?;
-                    sink.state.committed = st.committed;
-                    sink.state.pending = st.pending.clone();
-                    sink.commit(u64::MAX)?;
-                } else if len >= st.committed + total {
-                    // The commit happened and its staging files are gone: keep what it wrote.
-                    out.set_len(st.committed + total).map_err(io(&sink.path))?;
-                    sink.state.committed = st.committed + total;
-                } else {
+                if !staged || len < base {
                     return Err(ConnectorError::Config(format!(
-                        "{}: the checkpoint's pending results are missing from {} and the output is shorter than the checkpoint says ({len} < {} bytes); restore from an earlier checkpoint",
+                        "{}: the checkpoint's pending results are missing from {} or the output is shorter than the checkpoint says ({len} < {base} bytes); restore from an earlier checkpoint",
                         sink.path.display(),
                         sink.staging.display(),
-                        st.committed + total
                     )));
                 }
+                out.set_len(base).map_err(io(&sink.path))?;
+                sink.state.committed = base;
+                sink.state.pending = st.pending[done..].to_vec();
+                sink.commit(u64::MAX)?;
             }
         }
         // Staging files of epochs no checkpoint completed: a crashed run's, never visible.
@@ -209,5 +209,17 @@ mod tests {
         // Restoring the older checkpoint 1 truncates what came after it.
         let _ = TxnFileSink::open(out_s, Some(st1), 2).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\n");
+        // Two epochs pending, a crash after only the first was appended.
+        let mut s = TxnFileSink::open(out_s, None, 1).unwrap();
+        s.write(b"x\n").unwrap();
+        s.pre_commit(1).unwrap();
+        s.write(b"y\n").unwrap();
+        let st = s.pre_commit(2).unwrap();
+        s.commit(1).unwrap();
+        drop(s);
+        let mut s = TxnFileSink::open(out_s, Some(st), 3).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "x\ny\n");
+        s.finish().unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "x\ny\n");
     }
 }

@@ -149,8 +149,12 @@ async fn launch_in(
         job_metrics.restored();
     }
     let restored_id = restored.as_ref().map_or(0, |r| r.meta.id);
+    let first_id = match &storage {
+        Some(st) => st.highest_id().await?.max(restored_id) + 1,
+        None => restored_id + 1,
+    };
     let (tx, rx) = mpsc::unbounded_channel();
-    let (trigger_tx, trigger_rx) = watch::channel(restored_id);
+    let (trigger_tx, trigger_rx) = watch::channel(first_id - 1);
     let (completed_tx, completed_rx) = watch::channel(restored_id);
     let (outcome_tx, outcome_rx) = watch::channel(Outcome::Running);
     let control = Arc::new(Control::new(
@@ -177,7 +181,12 @@ async fn launch_in(
         operators: shapes(&graph),
         node_names: graph.nodes.iter().map(|n| n.name.clone()).collect(),
         tasks,
-        restored_id,
+        sinks: graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, super::graph::NodeKind::Sink(_)))
+            .count(),
+        first_id,
         run_id: run_id(),
     };
     let coordinator = Coordinator {
@@ -224,6 +233,7 @@ async fn launch_in(
         state: opts.state.clone(),
         restore: restored,
         exactly_once: storage.is_some(),
+        first_checkpoint: first_id,
     });
     control.ready.store(true, Ordering::Relaxed);
     let result = super::run(

@@ -71,6 +71,8 @@ pub struct Checkpointing {
     pub restore: Option<Restore>,
     /// File sinks commit per checkpoint (checkpoints are on).
     pub exactly_once: bool,
+    /// Id of this run's first checkpoint.
+    pub first_checkpoint: u64,
 }
 
 /// The dead-letter output shared by all tasks; dead letters are rare, so a mutex is fine.

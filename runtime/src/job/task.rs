@@ -89,13 +89,15 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
     let started = tokio::time::Instant::now();
     let mut produced: u64 = 0;
     // `changed()` below marks the value seen, so compare ids rather than ask `has_changed`.
-    let mut injected = *trigger.borrow_and_update();
+    // Every id is injected, in order, even if several were triggered since the last look:
+    // downstream alignment then sees the same sequence of barriers from every sender.
+    let mut injected = ctx.cp.first_checkpoint - 1;
     loop {
         let id = *trigger.borrow_and_update();
-        if id > injected {
-            injected = id;
-            ctx.ack(id, AckData::Source(source.position()));
-            out.barrier(id).await?;
+        while injected < id {
+            injected += 1;
+            ctx.ack(injected, AckData::Source(source.position()));
+            out.barrier(injected).await?;
         }
         emit.reserve(BATCH_SIZE);
         let more = source.poll(&mut emit, BATCH_SIZE)?;
@@ -150,6 +152,8 @@ struct Align {
     held: VecDeque<Envelope>,
     replay: VecDeque<Envelope>,
     barrier: Option<u64>,
+    /// The last barrier aligned.
+    done: u64,
 }
 
 impl Align {
@@ -160,6 +164,7 @@ impl Align {
             held: VecDeque::new(),
             replay: VecDeque::new(),
             barrier: None,
+            done: 0,
         }
     }
 
@@ -179,7 +184,11 @@ impl Align {
 
     /// Records barrier `id` from a sender; true once every live sender delivered it.
     fn on_barrier(&mut self, port: usize, from: usize, id: u64) -> bool {
-        self.barrier = Some(self.barrier.map_or(id, |b| b.max(id)));
+        if id <= self.done {
+            // Already snapshotted (cannot happen while every source injects every id in order).
+            return false;
+        }
+        self.barrier = Some(id);
         self.blocked[port][from] = true;
         self.aligned()
     }
@@ -205,7 +214,9 @@ impl Align {
         let mut replay = std::mem::take(&mut self.held);
         replay.extend(self.replay.drain(..));
         self.replay = replay;
-        self.barrier.take()
+        let id = self.barrier.take();
+        self.done = self.done.max(id.unwrap_or(0));
+        id
     }
 }
 
@@ -433,6 +444,7 @@ pub(super) async fn sink_task(
                 if let Output::Txn(s, _) = &mut sink {
                     s.commit(id)?;
                 }
+                ctx.tell(Coord::Committed { task: ctx.task(), id });
                 continue;
             }
         };
