@@ -4,11 +4,13 @@
 //! checkpoints skipped. Each time the committed output must equal an uninterrupted run's,
 //! record for record.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{stderr_lines, wait_line};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PLAN: &str = r#"
 sources:
@@ -78,33 +80,6 @@ impl Job {
         all.sort();
         all
     }
-}
-
-/// Lines of a child's stderr, as they come.
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().expect("stderr piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a stderr line containing `needle`; returns it.
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return Some(l),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
 }
 
 fn finish(mut child: Child) -> Vec<String> {

@@ -6,11 +6,12 @@
 //! One test function, because stopping the S3 server affects every test using it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{stderr_lines as lines, wait_line};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const PLAN: &str = r#"
 sources:
@@ -124,31 +125,6 @@ fn eddy_now() -> u128 {
         .unwrap_or(0)
 }
 
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
 fn finish(mut c: Command) -> Vec<String> {
     let out = c.output().expect("eddy");
     let log: Vec<String> = String::from_utf8_lossy(&out.stderr)
@@ -174,7 +150,7 @@ fn checkpoints_on_s3_survive_crashes_and_an_outage() {
         let mut child = job.cmd(&args).spawn().expect("spawn");
         let rx = lines(&mut child);
         assert!(
-            wait_for(&rx, "checkpoint completed", Duration::from_secs(30)),
+            wait_line(&rx, "checkpoint completed", Duration::from_secs(30)).is_some(),
             "run {i}: no checkpoint completed on S3"
         );
         std::thread::sleep(Duration::from_millis(200 * i));
@@ -199,17 +175,14 @@ fn checkpoints_on_s3_survive_crashes_and_an_outage() {
     ];
     let mut child = job.cmd(&args).spawn().expect("spawn");
     let rx = lines(&mut child);
-    assert!(wait_for(
-        &rx,
-        "checkpoint completed",
-        Duration::from_secs(30)
-    ));
+    assert!(wait_line(&rx, "checkpoint completed", Duration::from_secs(30)).is_some());
     service("stop-s3");
-    let failed = wait_for(
+    let failed = wait_line(
         &rx,
         "failed; the next interval tries again",
         Duration::from_secs(60),
-    );
+    )
+    .is_some();
     service("start-s3");
     assert!(failed, "no checkpoint failed while S3 was down");
     assert!(
@@ -217,7 +190,7 @@ fn checkpoints_on_s3_survive_crashes_and_an_outage() {
         "the job stopped during the outage"
     );
     assert!(
-        wait_for(&rx, "checkpoint completed", Duration::from_secs(60)),
+        wait_line(&rx, "checkpoint completed", Duration::from_secs(60)).is_some(),
         "no checkpoint completed after S3 came back"
     );
     child.kill().expect("SIGKILL");

@@ -4,10 +4,11 @@
 //! out is counted and the next interval tries again, while processing goes on.
 
 use super::storage::{CheckpointStorage, chk_dir};
-use super::{InstanceState, Metadata, OperatorShape, WorkerManifest, now_ms};
+use super::{InstanceState, Metadata, OperatorShape, WorkerManifest};
 use crate::admin::{
     AdminError, CheckpointInfo, JobControl, JobInfo, JobState, SavepointState, SavepointStatus,
 };
+use crate::connectors::now_ms;
 use crate::metrics::JobMetrics;
 use crate::state::LocalFile;
 use std::collections::{BTreeMap, HashMap};

@@ -176,7 +176,3 @@ pub fn check_compatible(
     }
     Ok(())
 }
-
-pub(crate) fn now_ms() -> i64 {
-    crate::connectors::now_ms()
-}

@@ -3,7 +3,7 @@
 //! key groups overlap its own.
 
 use super::storage::CheckpointStorage;
-use super::{CheckpointError, Metadata, WorkerManifest, check_compatible};
+use super::{CheckpointError, WorkerManifest, check_compatible};
 use crate::exchange::key_group_range;
 use crate::job::Restore;
 use crate::job::graph::Graph;
@@ -84,12 +84,4 @@ pub async fn latest(
         }
     }
     Ok(None)
-}
-
-/// Reads only the metadata of a checkpoint (for messages).
-pub async fn metadata(
-    storage: &CheckpointStorage,
-    dir_rel: &str,
-) -> Result<Metadata, CheckpointError> {
-    Ok(storage.load(dir_rel).await?.0)
 }

@@ -6,8 +6,8 @@
 use super::{Emit, Operator};
 use crate::job::graph::JoinSpec;
 use crate::record::{Batch, Schema, Value};
-use crate::state::codec::{Reader, put_ordered_i64, put_u64, put_value, put_values};
-use crate::state::{StateError, StateStore, kg_prefix};
+use crate::state::codec::{Reader, put_u64, put_value, put_values};
+use crate::state::{StateError, StateStore, kg_prefix, window_prefix};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -202,10 +202,7 @@ impl Operator for Join {
             for (key, sides) in &pane.keys {
                 kb.clear();
                 put_value(key, &mut kb);
-                let mut k = kg_prefix(st.kg(&kb)).to_vec();
-                k.push(JOIN);
-                put_ordered_i64(end, &mut k);
-                put_ordered_i64(start, &mut k);
+                let mut k = window_prefix(st.kg(&kb), JOIN, end, start);
                 k.extend_from_slice(&kb);
                 let mut v = vec![u8::from(pane.fired)];
                 for rows in sides {
@@ -215,9 +212,7 @@ impl Operator for Join {
                     }
                 }
                 batch.put(k, v);
-                if batch.len() >= 4096 {
-                    st.store.write(std::mem::take(&mut batch))?;
-                }
+                st.store.write_when_full(&mut batch)?;
             }
         }
         st.store.write(batch)?;

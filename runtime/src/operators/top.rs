@@ -7,7 +7,7 @@ use crate::expr::V;
 use crate::job::graph::TopSpec;
 use crate::record::{Batch, Schema, Value};
 use crate::state::codec::{Reader, put_ordered_i64, put_u64, put_values};
-use crate::state::{StateError, StateStore, kg_prefix};
+use crate::state::{StateError, StateStore, kg_prefix, window_prefix};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -160,19 +160,14 @@ impl Operator for Top {
         for (&(end, start), rows) in &self.windows {
             for e in rows {
                 let kg = st.kg_of_row(0, &e.row, &mut buf);
-                let mut k = kg_prefix(kg).to_vec();
-                k.push(TOP);
-                put_ordered_i64(end, &mut k);
-                put_ordered_i64(start, &mut k);
+                let mut k = window_prefix(kg, TOP, end, start);
                 put_u64(n, &mut k);
                 n += 1;
                 let mut v = Vec::new();
                 put_ordered_i64(e.time, &mut v);
                 put_values(&e.row, &mut v);
                 batch.put(k, v);
-                if batch.len() >= 4096 {
-                    st.store.write(std::mem::take(&mut batch))?;
-                }
+                st.store.write_when_full(&mut batch)?;
             }
         }
         st.store.write(batch)?;

@@ -270,18 +270,11 @@ impl WindowAgg {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Operator for WindowAgg {
     fn on_batch(&mut self, _port: usize, batch: Batch, out: &mut Emit) {
         let spec = self.spec.clone();
         let now = if spec.window.processing_time {
-            now_ms()
+            crate::connectors::now_ms()
         } else {
             0
         };

@@ -13,13 +13,11 @@ use crate::exchange::canonical_bytes;
 use crate::expr::V;
 use crate::record::Value;
 use crate::state::codec::{Reader, put_acc, put_ordered_i64, put_u64};
-use crate::state::{StateError, kg_prefix};
+use crate::state::{StateError, kg_prefix, window_prefix};
 use rocksdb::WriteBatch;
 
 const PANE: u8 = 1;
 const SESSION: u8 = 2;
-/// Entries written per RocksDB write batch.
-const CHUNK: usize = 4096;
 
 fn key_bytes(key: &[Value]) -> Vec<u8> {
     let mut b = Vec::with_capacity(16);
@@ -30,12 +28,7 @@ fn key_bytes(key: &[Value]) -> Vec<u8> {
 }
 
 fn pane_prefix(kg: u32, end: i64, start: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(32);
-    k.extend_from_slice(&kg_prefix(kg));
-    k.push(PANE);
-    put_ordered_i64(end, &mut k);
-    put_ordered_i64(start, &mut k);
-    k
+    window_prefix(kg, PANE, end, start)
 }
 
 fn pane_key(st: &Keyed, end: i64, start: i64, key: &[Value]) -> Vec<u8> {
@@ -94,13 +87,6 @@ pub(super) fn load(
     }
 }
 
-fn flush(st: &Keyed, batch: &mut WriteBatch, force: bool) -> Result<(), StateError> {
-    if force || batch.len() >= CHUNK {
-        st.store.write(std::mem::take(batch))?;
-    }
-    Ok(())
-}
-
 impl WindowAgg {
     /// Writes every changed entry and session to the store; with `evict`, also empties the
     /// panes with the latest ends (the ones least likely to fire soon) until the cache is half
@@ -117,7 +103,7 @@ impl WindowAgg {
                     batch.put(pane_key(st, end, start, key), entry_value(e));
                     e.dirty = false;
                     pane.persisted = true;
-                    flush(st, &mut batch, false)?;
+                    st.store.write_when_full(&mut batch)?;
                 }
             }
             if evict && self.cached > target {
@@ -146,9 +132,9 @@ impl WindowAgg {
                 }
                 _ => batch.delete(k),
             }
-            flush(st, &mut batch, false)?;
+            st.store.write_when_full(&mut batch)?;
         }
-        flush(st, &mut batch, true)
+        st.store.write(batch)
     }
 
     pub(super) fn evict(&mut self) -> Result<(), StateError> {
@@ -190,9 +176,9 @@ impl WindowAgg {
                     }
                 }
             }
-            flush(st, &mut batch, false)?;
+            st.store.write_when_full(&mut batch)?;
         }
-        flush(st, &mut batch, true)
+        st.store.write(batch)
     }
 
     /// Removes a dropped pane's entries from the store.

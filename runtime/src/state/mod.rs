@@ -96,6 +96,20 @@ fn db_options(opts: &StateOptions) -> Options {
     o
 }
 
+/// Entries per RocksDB write batch when writing many.
+const CHUNK: usize = 4096;
+
+/// `kg | tag | end | start`: the prefix of one window's entries of one state kind in one key
+/// group (times order-preserving, so a window is one prefix scan).
+pub fn window_prefix(kg: u32, tag: u8, end: i64, start: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.extend_from_slice(&kg_prefix(kg));
+    k.push(tag);
+    codec::put_ordered_i64(end, &mut k);
+    codec::put_ordered_i64(start, &mut k);
+    k
+}
+
 /// The first key of key group `kg`.
 pub fn kg_prefix(kg: u32) -> [u8; 2] {
     (kg as u16).to_be_bytes()
@@ -164,12 +178,7 @@ impl StateStore {
                         )));
                     }
                 }
-                if batch.len() >= 4096 {
-                    store
-                        .db
-                        .write(std::mem::take(&mut batch))
-                        .map_err(db_err(path))?;
-                }
+                store.write_when_full(&mut batch)?;
             }
             store.db.write(batch).map_err(db_err(path))?;
         }
@@ -195,6 +204,15 @@ impl StateStore {
             return Ok(());
         }
         self.db.write(batch).map_err(db_err(&self.path))
+    }
+
+    /// Writes `batch` (and starts it afresh) once it holds many entries, so writing a large
+    /// state never builds one huge batch.
+    pub fn write_when_full(&self, batch: &mut WriteBatch) -> Result<(), StateError> {
+        if batch.len() >= CHUNK {
+            self.write(std::mem::take(batch))?;
+        }
+        Ok(())
     }
 
     /// Every entry whose key starts with `prefix`, in key order.
