@@ -9,6 +9,9 @@
 #   services.sh env                print the KEY=value lines of e2e/.services.env
 #   services.sh stop-kafka [--kill] | start-kafka    stop / restart the broker, keeping its data
 #   services.sh stop-s3 [--kill] | start-s3          stop / restart the S3 gateway, keeping its data
+#   services.sh topic NAME [PARTITIONS]  create a topic (4 partitions by default) if it is missing
+#   services.sh consume NAME [MAX]       print a topic's records as a read_committed consumer sees
+#                                        them, from the beginning (stops after MAX or 5 s idle)
 #
 # Env: EDDY_KAFKA_PORT (19092), EDDY_KAFKA_CONTROLLER_PORT (19093), EDDY_S3_PORT (19000),
 # EDDY_KAFKA_VERSION (4.4.0), EDDY_VERSITYGW_VERSION (v1.8.0), EDDY_KAFKA_HEAP (512m),
@@ -326,6 +329,16 @@ case $cmd in
   down) down ;;
   status) status ;;
   env) load_state || { log "not up"; exit 1; }; env_lines ;;
+  topic)
+    load_state || { log "not up: run '$0 up' first"; exit 1; }
+    [ -n "${2:-}" ] || { log "usage: $0 topic NAME [PARTITIONS]"; exit 2; }
+    kt TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --command-config "$DATA/kafka/admin.properties" \
+      --create --if-not-exists --topic "$2" --partitions "${3:-4}" --replication-factor 1 ;;
+  consume)
+    load_state || { log "not up: run '$0 up' first"; exit 1; }
+    [ -n "${2:-}" ] || { log "usage: $0 consume NAME [MAX]"; exit 2; }
+    kt consumer.ConsoleConsumer --bootstrap-server "127.0.0.1:$KAFKA_PORT" --topic "$2" --from-beginning \
+      --isolation-level read_committed --timeout-ms 5000 ${3:+--max-messages "$3"} 2>/dev/null || true ;;
   stop-kafka | stop-s3 | start-kafka | start-s3)
     load_state || { log "not up: run '$0 up' first"; exit 1; }
     case $cmd:${2:-} in

@@ -27,7 +27,7 @@ pub struct Pipeline {
     pub dead_letter: Option<SinkTarget>,
 }
 
-/// A source of records. Exactly one of `generator`, `nexmark` or `file` is set.
+/// A source of records. Exactly one of `generator`, `nexmark`, `file` or `kafka` is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
@@ -38,6 +38,8 @@ pub struct Source {
     pub nexmark: Option<NexmarkSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSource>,
     /// Event time: which field holds it and how late records may arrive. Without it, records
     /// carry the time they were read (processing time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,11 +102,52 @@ pub struct FileSource {
     pub schema: Option<IndexMap<String, String>>,
 }
 
+/// JSON values of a Kafka topic; each partition is a split, read by worker `p mod P`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSource {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group the read offsets are committed to (for lag monitoring only: Eddy's
+    /// checkpoints are what a restore resumes from). Default: `eddy-<job>-<source>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// Where a partition without checkpointed offset starts: `earliest` (default), `latest`,
+    /// `committed` (the group's offsets, else earliest) or `timestamp:<ms since the epoch>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_from: Option<String>,
+    /// `latest`: read up to the end offsets found at start, then finish (a bounded job).
+    /// Absent: run until stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<String>,
+    /// A partition with no record for this long stops holding the watermark back (a duration,
+    /// default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// How often new partitions are looked for (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_discovery: Option<String>,
+    /// Field names and types (`string`, `int`, `double`, `bool`, `any`) of the JSON values.
+    pub schema: IndexMap<String, String>,
+    /// Extra librdkafka client properties (`security.protocol`, `sasl.*`, ...).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub properties: IndexMap<String, String>,
+    /// Wall-clock pacing in records per second over all workers (a backfill that must not
+    /// flood downstream systems, or a demo); absent means as fast as possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTime {
     /// Field with the event time in milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub field: String,
+    /// Take event time from the Kafka record's timestamp instead of a field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kafka_timestamp: bool,
     /// Bounded out-of-orderness of the watermark (a duration like `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_out_of_orderness: Option<String>,
@@ -240,6 +283,8 @@ pub struct Sink {
     pub stdout: Option<StdoutSink>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileSink>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSink>,
 }
 
 impl Sink {
@@ -248,11 +293,12 @@ impl Sink {
         SinkTarget {
             stdout: self.stdout.clone(),
             file: self.file.clone(),
+            kafka: self.kafka.clone(),
         }
     }
 }
 
-/// Where records go. Exactly one of `stdout` or `file`.
+/// Where records go. Exactly one of `stdout`, `file` or `kafka`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SinkTarget {
@@ -260,11 +306,41 @@ pub struct SinkTarget {
     pub stdout: Option<StdoutSink>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileSink>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSink>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StdoutSink {}
+
+/// Each result as one JSON value in a Kafka topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSink {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Field whose value is the record key (so one key's results share a partition).
+    /// Absent: no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `exactly-once` (default when checkpoints are on: results are written in a Kafka
+    /// transaction committed when the checkpoint completes) or `at-least-once`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// Prefix of the stable `transactional.id` (default `eddy-<job>-<sink>`): two jobs must
+    /// never share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
+    /// Kafka transaction timeout (a duration, default `60s`); must exceed the checkpoint
+    /// interval plus the time a checkpoint takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_timeout: Option<String>,
+    /// Extra librdkafka client properties (`security.protocol`, `sasl.*`, ...).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub properties: IndexMap<String, String>,
+}
 
 /// JSON lines written to `path` (a file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -156,12 +156,7 @@ fn launch_options(
     if c.checkpoint_interval.is_some() && c.checkpoint_dir.is_none() {
         anyhow::bail!("--checkpoint-interval needs --checkpoint-dir: where should checkpoints go?");
     }
-    let job = c.job.unwrap_or_else(|| {
-        std::path::Path::new(path)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "job".into())
-    });
+    let job = job_name(path, &c.job);
     Ok(LaunchOptions {
         run: eddy::job::RunOptions {
             parallelism,
@@ -186,6 +181,16 @@ fn launch_options(
     })
 }
 
+/// The job's name: `--job`, else the plan file's stem.
+fn job_name(path: &str, job: &Option<String>) -> String {
+    job.clone().unwrap_or_else(|| {
+        std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job".into())
+    })
+}
+
 fn run(
     path: &str,
     parallelism: usize,
@@ -193,7 +198,7 @@ fn run(
     every: f64,
     checkpoints: CheckpointArgs,
 ) -> anyhow::Result<ExitCode> {
-    let graph = match eddy::plan::compile_file(path) {
+    let mut graph = match eddy::plan::compile_file(path) {
         Ok((_, g)) => g,
         Err(errors) => {
             eprint!("{path}: {errors}");
@@ -201,6 +206,7 @@ fn run(
             return Ok(ExitCode::FAILURE);
         }
     };
+    graph.name_job(&checkpoints.namespace, &job_name(path, &checkpoints.job));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

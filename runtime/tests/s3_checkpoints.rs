@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 mod common;
 
-use common::{stderr_lines as lines, wait_line};
-use std::path::{Path, PathBuf};
+use common::{service, services, stderr_lines as lines, wait_line};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,37 +27,6 @@ steps:
 sinks:
   - { name: out, from: per_user, file: { path: OUT } }
 "#;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The services' settings; brings them up if they are not (tests never skip for want of them).
-fn services() -> HashMap<String, String> {
-    let env_file = root().join("e2e/.services.env");
-    let status = Command::new("bash")
-        .arg(root().join("e2e/services.sh"))
-        .arg("up")
-        .status()
-        .expect("e2e/services.sh");
-    assert!(status.success(), "e2e/services.sh up failed");
-    std::fs::read_to_string(&env_file)
-        .expect("e2e/.services.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn service(cmd: &str) {
-    let ok = Command::new("bash")
-        .arg(root().join("e2e/services.sh"))
-        .arg(cmd)
-        .status()
-        .expect("e2e/services.sh")
-        .success();
-    assert!(ok, "e2e/services.sh {cmd} failed");
-}
 
 struct Job {
     dir: tempfile::TempDir,
@@ -78,7 +47,7 @@ impl Job {
                 .replace("OUT", out.to_str().expect("utf8")),
         )
         .expect("plan");
-        let unique = format!("{name}-{}-{}", std::process::id(), eddy_now());
+        let unique = format!("{name}-{}-{}", std::process::id(), common::now_ms());
         Job {
             dir,
             plan,
@@ -116,13 +85,6 @@ impl Job {
         v.sort();
         v
     }
-}
-
-fn eddy_now() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
 }
 
 fn finish(mut c: Command) -> Vec<String> {

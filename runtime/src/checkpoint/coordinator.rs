@@ -33,6 +33,14 @@ pub enum AckData {
         files: Vec<LocalFile>,
     },
     Sink(serde_json::Value),
+    /// A sink whose pre-committed results are files the checkpoint must store (Kafka
+    /// exactly-once). A finished sink's files stay in place: later checkpoints store them too.
+    SinkFiles {
+        state: serde_json::Value,
+        key_groups: (u32, u32),
+        dir: PathBuf,
+        files: Vec<LocalFile>,
+    },
     None,
 }
 
@@ -459,51 +467,61 @@ impl Coordinator {
         let mut state_bytes = 0;
         let mut result = Ok(());
         let mut dirs = Vec::new();
-        for ((node, worker), data) in f.acks.iter() {
-            match data {
+        let late = finished.iter().filter(|(t, _)| !f.acks.contains_key(t));
+        for ((node, worker), data) in f.acks.iter().chain(late) {
+            let (operator, key_groups, watermark, local, files) = match data {
                 AckData::State {
                     operator,
                     key_groups,
                     watermark,
-                    dir: local,
+                    dir,
                     files,
+                } => (operator.clone(), *key_groups, *watermark, dir, files),
+                AckData::SinkFiles {
+                    key_groups,
+                    dir,
+                    files,
+                    ..
                 } => {
-                    dirs.push(local.clone());
-                    if result.is_err() {
-                        continue;
-                    }
-                    let instance = format!("{node}-{operator}-w{worker}");
-                    match storage
-                        .upload_instance(&instance, files, &dir, &self.settings.run_id)
-                        .await
-                    {
-                        Ok((refs, up)) => {
-                            uploaded += up;
-                            state_bytes += refs.iter().map(|r| r.size).sum::<u64>();
-                            workers
-                                .entry(*worker)
-                                .or_insert_with(|| WorkerManifest {
-                                    worker: *worker,
-                                    instances: Vec::new(),
-                                })
-                                .instances
-                                .push(InstanceState {
-                                    operator: operator.clone(),
-                                    worker: *worker,
-                                    key_groups: *key_groups,
-                                    watermark: *watermark,
-                                    files: refs,
-                                });
-                        }
-                        Err(e) => result = Err(e),
-                    }
+                    self.record(&mut meta, (*node, *worker), data);
+                    let name = self.node_name(*node);
+                    (name, *key_groups, i64::MIN, dir, files)
                 }
-                other => self.record(&mut meta, (*node, *worker), other),
+                other => {
+                    self.record(&mut meta, (*node, *worker), other);
+                    continue;
+                }
+            };
+            if f.acks.contains_key(&(*node, *worker)) {
+                dirs.push(local.clone());
             }
-        }
-        for (task, data) in finished {
-            if !f.acks.contains_key(task) {
-                self.record(&mut meta, *task, data);
+            if result.is_err() {
+                continue;
+            }
+            let instance = format!("{node}-{operator}-w{worker}");
+            match storage
+                .upload_instance(&instance, files, &dir, &self.settings.run_id)
+                .await
+            {
+                Ok((refs, up)) => {
+                    uploaded += up;
+                    state_bytes += refs.iter().map(|r| r.size).sum::<u64>();
+                    workers
+                        .entry(*worker)
+                        .or_insert_with(|| WorkerManifest {
+                            worker: *worker,
+                            instances: Vec::new(),
+                        })
+                        .instances
+                        .push(InstanceState {
+                            operator,
+                            worker: *worker,
+                            key_groups,
+                            watermark,
+                            files: refs,
+                        });
+                }
+                Err(e) => result = Err(e),
             }
         }
         for d in dirs {
@@ -572,13 +590,16 @@ impl Coordinator {
         }
     }
 
-    fn record(&self, meta: &mut Metadata, (node, worker): TaskId, data: &AckData) {
-        let name = self
-            .settings
+    fn node_name(&self, node: usize) -> String {
+        self.settings
             .node_names
             .get(node)
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    fn record(&self, meta: &mut Metadata, (node, worker): TaskId, data: &AckData) {
+        let name = self.node_name(node);
         match data {
             AckData::Source(pos) => {
                 let v = meta.sources.entry(name).or_default();
@@ -587,7 +608,7 @@ impl Coordinator {
                 }
                 v[worker] = pos.clone();
             }
-            AckData::Sink(state) => {
+            AckData::Sink(state) | AckData::SinkFiles { state, .. } => {
                 meta.sinks.insert(name, state.clone());
             }
             _ => {}
@@ -615,11 +636,45 @@ impl Coordinator {
             return;
         };
         let mut meta = self.metadata(id, false, true);
-        for (task, data) in &finished {
-            self.record(&mut meta, *task, data);
-        }
         let dir = chk_dir(id);
-        match storage.commit(&dir, &[], &mut meta).await {
+        let mut manifests: BTreeMap<usize, WorkerManifest> = BTreeMap::new();
+        for (&(node, worker), data) in &finished {
+            self.record(&mut meta, (node, worker), data);
+            // Results a sink pre-committed at its end are stored like any checkpoint's, so a
+            // crash before it commits them loses nothing.
+            if let AckData::SinkFiles {
+                key_groups, files, ..
+            } = data
+            {
+                let name = self.node_name(node);
+                let instance = format!("{node}-{name}-w{worker}");
+                match storage
+                    .upload_instance(&instance, files, &dir, &self.settings.run_id)
+                    .await
+                {
+                    Ok((refs, _)) => manifests
+                        .entry(worker)
+                        .or_insert_with(|| WorkerManifest {
+                            worker,
+                            instances: Vec::new(),
+                        })
+                        .instances
+                        .push(InstanceState {
+                            operator: name,
+                            worker,
+                            key_groups: *key_groups,
+                            watermark: i64::MIN,
+                            files: refs,
+                        }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "storing the final checkpoint failed");
+                        return;
+                    }
+                }
+            }
+        }
+        let manifests: Vec<WorkerManifest> = manifests.into_values().collect();
+        match storage.commit(&dir, &manifests, &mut meta).await {
             Ok(()) => {
                 tracing::info!(id, "final checkpoint written: the job is finished");
                 let _ = self.completed.send(id);
@@ -633,7 +688,7 @@ impl Coordinator {
 }
 
 fn discard(data: AckData) {
-    if let AckData::State { dir, .. } = data {
+    if let AckData::State { dir, .. } | AckData::SinkFiles { dir, .. } = data {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -33,8 +33,14 @@ pub async fn prepare(
         if olds.is_empty() {
             continue;
         }
-        for w in 0..parallelism {
-            let (lo, hi) = key_group_range(w, parallelism, m);
+        // A single-instance node (a sink) runs on worker 0 only.
+        let copies = if node.single { 1 } else { parallelism };
+        for w in 0..copies {
+            let (lo, hi) = if node.single {
+                (0, m.saturating_sub(1))
+            } else {
+                key_group_range(w, parallelism, m)
+            };
             let overlapping: Vec<_> = olds
                 .iter()
                 .filter(|o| o.key_groups.0 <= hi && lo <= o.key_groups.1)

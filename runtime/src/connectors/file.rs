@@ -193,7 +193,7 @@ impl Source for FileSource {
                 continue;
             }
             let t = match self.time {
-                TimeField::Processing => now,
+                TimeField::Processing | TimeField::Record => now,
                 TimeField::Field(f) => match self.row[f] {
                     Value::Int(t) => t,
                     ref other => {

@@ -23,6 +23,15 @@ pub struct LineSink {
 
 impl LineSink {
     pub fn open(spec: &SinkSpec) -> Result<LineSink, ConnectorError> {
+        Self::open_with(spec, false)
+    }
+
+    /// Opens for appending: dead letters of earlier runs of a restarted job are kept.
+    pub fn open_append(spec: &SinkSpec) -> Result<LineSink, ConnectorError> {
+        Self::open_with(spec, true)
+    }
+
+    fn open_with(spec: &SinkSpec, append: bool) -> Result<LineSink, ConnectorError> {
         Ok(match spec {
             SinkSpec::Stdout => LineSink {
                 name: "stdout".into(),
@@ -40,12 +49,26 @@ impl LineSink {
                 {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                let f = File::create(path).map_err(io)?;
+                let f = if append {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                } else {
+                    File::create(path)
+                }
+                .map_err(io)?;
                 LineSink {
                     name: path.clone(),
                     out: Box::new(BufWriter::with_capacity(256 * 1024, f)),
                     buf: String::new(),
                 }
+            }
+            SinkSpec::Kafka(k) => {
+                return Err(ConnectorError::Config(format!(
+                    "kafka topic `{}` is not a line sink",
+                    k.topic
+                )));
             }
         })
     }

@@ -16,6 +16,41 @@ use crate::record::Batch;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
 
+/// A watermark meaning "this sender is idle": leave it out of the minimum until it sends a
+/// real watermark again (Flink's idle watermark status), so a source split that gets no data
+/// does not stall every window downstream.
+pub const IDLE: i64 = i64::MAX - 1;
+
+/// Records watermark `w` from one sender: watermarks only advance, except into and out of
+/// [`IDLE`].
+#[inline]
+pub fn update_mark(mark: &mut i64, w: i64) {
+    *mark = if w == IDLE || *mark == IDLE {
+        w
+    } else {
+        (*mark).max(w)
+    };
+}
+
+/// A task's input watermark from its senders' latest: the minimum over the senders that are
+/// not idle; `None` while all are idle, or while only ended ones are not (an idle sender may
+/// still send records).
+pub fn combine_marks(marks: impl Iterator<Item = i64>) -> Option<i64> {
+    let mut min = None::<i64>;
+    let mut idle = false;
+    for m in marks {
+        if m == IDLE {
+            idle = true;
+        } else {
+            min = Some(min.map_or(m, |x| x.min(m)));
+        }
+    }
+    match min {
+        Some(i64::MAX) if idle => None,
+        other => other,
+    }
+}
+
 /// What travels on an edge.
 #[derive(Debug)]
 pub enum Msg {
@@ -162,5 +197,28 @@ mod tests {
         let mut c = Vec::new();
         canonical_bytes(&V::Int(7), &mut c);
         assert_eq!(c, [3, 7, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+
+    #[test]
+    fn idle_senders_are_left_out_until_they_send_again() {
+        let mut marks = [i64::MIN, 10];
+        assert_eq!(combine_marks(marks.iter().copied()), Some(i64::MIN));
+        update_mark(&mut marks[0], IDLE);
+        assert_eq!(combine_marks(marks.iter().copied()), Some(10));
+        update_mark(&mut marks[1], IDLE);
+        assert_eq!(combine_marks(marks.iter().copied()), None);
+        // Back from idle with an older watermark: it counts again, lower than before.
+        update_mark(&mut marks[0], 5);
+        assert_eq!(combine_marks(marks.iter().copied()), Some(5));
+        update_mark(&mut marks[0], 3);
+        assert_eq!(marks[0], 5, "watermarks never go back");
+        // An ended sender does not release everything while another is only idle.
+        let ended_and_idle = [i64::MAX, IDLE];
+        assert_eq!(combine_marks(ended_and_idle.iter().copied()), None);
     }
 }

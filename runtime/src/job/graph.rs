@@ -18,6 +18,29 @@ pub struct Graph {
     pub dead_letter: Option<SinkSpec>,
 }
 
+impl Graph {
+    /// Gives Kafka group and transactional ids left to their defaults the job's name
+    /// (`eddy-<namespace>-<job>-<source or sink>`), so two jobs never fence each other.
+    pub fn name_job(&mut self, namespace: &str, job: &str) {
+        use crate::connectors::SourceConnector;
+        use crate::plan::sources::DEFAULT_PREFIX;
+        let default = |name: &str| format!("{DEFAULT_PREFIX}-{name}");
+        let named = |name: &str| format!("{DEFAULT_PREFIX}-{namespace}-{job}-{name}");
+        for n in &mut self.nodes {
+            match &mut n.kind {
+                NodeKind::Source(SourceSpec {
+                    connector: SourceConnector::Kafka(k),
+                    ..
+                }) if k.group_id == default(&n.name) => k.group_id = named(&n.name),
+                NodeKind::Sink(SinkSpec::Kafka(k)) if k.transactional_id == default(&n.name) => {
+                    k.transactional_id = named(&n.name)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Node {
     pub name: String,

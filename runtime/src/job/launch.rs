@@ -140,6 +140,9 @@ async fn launch_in(
     };
     if let Some(r) = &restored {
         if r.meta.finished && opts.restore.is_none() {
+            super::sink::recover_finished(&graph, r, state_dir)
+                .await
+                .map_err(|e| LaunchError::Job(e.into()))?;
             eprintln!(
                 "eddy: the job already finished (checkpoint {}); its output is complete. Use a new --checkpoint-dir or --job to run it again.",
                 r.meta.id

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod launch;
 pub mod progress;
 mod router;
+pub mod sink;
 mod task;
 
 use crate::connectors::sink::LineSink;
@@ -95,6 +96,9 @@ impl DeadLetters {
                 for d in dead.iter() {
                     sink.write_dead(d)?;
                 }
+                // Written through at once: a checkpoint taken after these records must not
+                // outlive them in a buffer a crash would lose. Dead letters are rare.
+                crate::connectors::Sink::finish(sink)?;
             }
             None => {
                 for d in dead.iter() {
@@ -132,7 +136,7 @@ pub async fn run(
     }
     let (exchange, mut inboxes) = LocalExchange::new(all, opts.channel_capacity);
     let dead_out = match &opts.dead_letter {
-        Some(spec) => Some(LineSink::open(spec)?),
+        Some(spec) => Some(LineSink::open_append(spec)?),
         None => None,
     };
     let dead = Arc::new(DeadLetters {
@@ -164,7 +168,7 @@ pub async fn run(
                     let inbox = inboxes
                         .remove(&(id, w))
                         .ok_or_else(|| JobError::Task("missing inbox".into()))?;
-                    tasks.spawn(task::sink_task(ctx, inbox));
+                    tasks.spawn(sink::sink_task(ctx, inbox));
                 }
                 _ => {
                     let inbox = inboxes

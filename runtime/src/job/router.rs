@@ -60,8 +60,9 @@ impl Outputs {
             } else {
                 worker as u32
             };
-            let encoder = matches!(graph.nodes[consumer].kind, NodeKind::Sink(_))
-                .then(|| JsonLines::new(&graph.nodes[id].schema_for(input.late)));
+            let encoder =
+                matches!(&graph.nodes[consumer].kind, NodeKind::Sink(s) if !s.wants_rows())
+                    .then(|| JsonLines::new(&graph.nodes[id].schema_for(input.late)));
             edges.push(Edge {
                 encoder,
                 port: port as u8,

@@ -5,13 +5,10 @@ use super::graph::{Graph, NodeId, NodeKind, Route};
 use super::router::Outputs;
 use super::{Checkpointing, DeadLetters, JobError, instances};
 use crate::checkpoint::coordinator::{AckData, Msg as Coord, TaskId};
-use crate::connectors::file_sink::{TxnFileSink, TxnState};
-use crate::connectors::sink::{LineSink, Sink as _};
-use crate::connectors::{ConnectorError, SinkSpec};
 use crate::exchange::{Envelope, Msg, key_group_range};
 use crate::metrics::{JobMetrics, OperatorMetrics, Role};
 use crate::operators::{Emit, Keyed, Operator};
-use crate::record::{BATCH_SIZE, JsonLines};
+use crate::record::BATCH_SIZE;
 use crate::state::StateStore;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,20 +27,20 @@ pub(super) struct TaskCtx {
 }
 
 impl TaskCtx {
-    fn emit(&self) -> Emit {
+    pub(super) fn emit(&self) -> Emit {
         Emit::new(self.step.clone(), self.graph.nodes[self.id].schema.clone())
     }
 
-    fn task(&self) -> TaskId {
+    pub(super) fn task(&self) -> TaskId {
         (self.id, self.worker)
     }
 
-    fn om(&self, role: Role) -> OperatorMetrics {
+    pub(super) fn om(&self, role: Role) -> OperatorMetrics {
         self.job_metrics.operator(&self.step, self.worker, role)
     }
 
     /// Number of senders on each input port.
-    fn senders(&self) -> Vec<usize> {
+    pub(super) fn senders(&self) -> Vec<usize> {
         self.graph.nodes[self.id]
             .inputs
             .iter()
@@ -54,12 +51,12 @@ impl TaskCtx {
             .collect()
     }
 
-    fn tell(&self, msg: Coord) {
+    pub(super) fn tell(&self, msg: Coord) {
         // The coordinator outlives the tasks; a send fails only while the job is torn down.
         let _ = self.cp.coordinator.send(msg);
     }
 
-    fn ack(&self, id: u64, data: AckData) {
+    pub(super) fn ack(&self, id: u64, data: AckData) {
         self.tell(Coord::Ack {
             id,
             task: self.task(),
@@ -92,17 +89,38 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
     // Every id is injected, in order, even if several were triggered since the last look:
     // downstream alignment then sees the same sequence of barriers from every sender.
     let mut injected = ctx.cp.first_checkpoint - 1;
+    let mut completed = ctx.cp.completed.clone();
+    // Positions of checkpoints not known complete yet, for `Source::on_completed`.
+    let mut recorded: VecDeque<(u64, serde_json::Value)> = VecDeque::new();
+    let mut idle = false;
     loop {
         let id = *trigger.borrow_and_update();
         while injected < id {
             injected += 1;
-            ctx.ack(injected, AckData::Source(source.position()));
+            let pos = source.position();
+            recorded.push_back((injected, pos.clone()));
+            if recorded.len() > 16 {
+                recorded.pop_front();
+            }
+            ctx.ack(injected, AckData::Source(pos));
             out.barrier(injected).await?;
+        }
+        if completed.has_changed().unwrap_or(false) {
+            let done = *completed.borrow_and_update();
+            let mut last = None;
+            while recorded.front().is_some_and(|(i, _)| *i <= done) {
+                last = recorded.pop_front();
+            }
+            if let Some((_, pos)) = last {
+                source.on_completed(&pos);
+            }
         }
         emit.reserve(BATCH_SIZE);
         let more = source.poll(&mut emit, BATCH_SIZE)?;
         ctx.dead.write(&mut emit.dead)?;
+        let mut polled = 0;
         for b in emit.take() {
+            polled += b.len();
             for &t in b.times() {
                 max_ts = max_ts.max(t);
             }
@@ -113,17 +131,41 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
             out.send(b, &mut emit).await?;
         }
         ctx.dead.write(&mut emit.dead)?;
-        let next_wm = max_ts
-            .saturating_sub(spec.out_of_orderness)
-            .saturating_sub(1);
-        if next_wm > wm {
-            wm = next_wm;
-            out.watermark(wm).await?;
+        match source.watermark() {
+            None => {
+                let next_wm = max_ts
+                    .saturating_sub(spec.out_of_orderness)
+                    .saturating_sub(1);
+                if next_wm > wm {
+                    wm = next_wm;
+                    out.watermark(wm).await?;
+                }
+            }
+            Some(crate::exchange::IDLE) => {
+                if !idle {
+                    idle = true;
+                    out.watermark(crate::exchange::IDLE).await?;
+                }
+            }
+            Some(w) => {
+                if w > wm || idle {
+                    wm = wm.max(w);
+                    idle = false;
+                    out.watermark(wm).await?;
+                }
+            }
         }
         if !more {
             break;
         }
-        if let Some(rate) = pace {
+        if polled == 0
+            && let Some(wait) = source.backoff()
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = trigger.changed() => {}
+            }
+        } else if let Some(rate) = pace {
             let due = started + std::time::Duration::from_secs_f64(produced as f64 / rate);
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
@@ -146,7 +188,7 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
 
 /// Barrier alignment over a task's senders: a sender that delivered barrier n is blocked (its
 /// later messages held back) until every live sender delivered it.
-struct Align {
+pub(super) struct Align {
     blocked: Vec<Vec<bool>>,
     ended: Vec<Vec<bool>>,
     held: VecDeque<Envelope>,
@@ -157,7 +199,7 @@ struct Align {
 }
 
 impl Align {
-    fn new(senders: &[usize]) -> Align {
+    pub(super) fn new(senders: &[usize]) -> Align {
         Align {
             blocked: senders.iter().map(|n| vec![false; *n]).collect(),
             ended: senders.iter().map(|n| vec![false; *n]).collect(),
@@ -168,7 +210,7 @@ impl Align {
         }
     }
 
-    async fn next(&mut self, inbox: &mut mpsc::Receiver<Envelope>) -> Option<Envelope> {
+    pub(super) async fn next(&mut self, inbox: &mut mpsc::Receiver<Envelope>) -> Option<Envelope> {
         loop {
             let env = match self.replay.pop_front() {
                 Some(e) => e,
@@ -183,7 +225,7 @@ impl Align {
     }
 
     /// Records barrier `id` from a sender; true once every live sender delivered it.
-    fn on_barrier(&mut self, port: usize, from: usize, id: u64) -> bool {
+    pub(super) fn on_barrier(&mut self, port: usize, from: usize, id: u64) -> bool {
         if id <= self.done {
             // Already snapshotted (cannot happen while every source injects every id in order).
             return false;
@@ -193,7 +235,7 @@ impl Align {
         self.aligned()
     }
 
-    fn on_end(&mut self, port: usize, from: usize) -> bool {
+    pub(super) fn on_end(&mut self, port: usize, from: usize) -> bool {
         self.ended[port][from] = true;
         self.barrier.is_some() && self.aligned()
     }
@@ -207,7 +249,7 @@ impl Align {
     }
 
     /// Unblocks every sender; held messages go first, in their arrival order.
-    fn release(&mut self) -> Option<u64> {
+    pub(super) fn release(&mut self) -> Option<u64> {
         for b in self.blocked.iter_mut().flatten() {
             *b = false;
         }
@@ -302,6 +344,7 @@ pub(super) async fn operator_task(
     let total: usize = senders.iter().sum();
     let mut ended = 0usize;
     let mut current = i64::MIN;
+    let mut idle_out = false;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     let ticks = op.wants_ticks();
     loop {
@@ -336,7 +379,7 @@ pub(super) async fn operator_task(
                     ctx.step
                 )));
             }
-            Msg::Watermark(w) => marks[port][from] = marks[port][from].max(w),
+            Msg::Watermark(w) => crate::exchange::update_mark(&mut marks[port][from], w),
             Msg::Barrier(id) => aligned = align.on_barrier(port, from, id),
             Msg::End => {
                 marks[port][from] = i64::MAX;
@@ -349,14 +392,27 @@ pub(super) async fn operator_task(
             ctx.ack(id, data);
             out.barrier(id).await?;
         }
-        let min = marks.iter().flatten().copied().min().unwrap_or(i64::MAX);
-        if min > current {
-            current = min;
-            op.on_watermark(current, &mut emit);
-            out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
-            if current != i64::MAX {
+        match crate::exchange::combine_marks(marks.iter().flatten().copied()) {
+            Some(min) if min > current => {
+                current = min;
+                idle_out = false;
+                op.on_watermark(current, &mut emit);
+                out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+                if current != i64::MAX {
+                    out.watermark(current).await?;
+                }
+            }
+            Some(_) if idle_out => {
+                // Active again without advancing: downstream counts this sender again.
+                idle_out = false;
                 out.watermark(current).await?;
             }
+            Some(_) => {}
+            None if !idle_out && ended < total => {
+                idle_out = true;
+                out.watermark(crate::exchange::IDLE).await?;
+            }
+            None => {}
         }
         if ended == total {
             out.end().await?;
@@ -367,143 +423,4 @@ pub(super) async fn operator_task(
             return Ok(());
         }
     }
-}
-
-/// A sink's writer: plain (stdout, or files without checkpoints) or two-phase (files with).
-enum Output {
-    Plain(LineSink),
-    Txn(TxnFileSink, String),
-}
-
-impl Output {
-    fn open(ctx: &TaskCtx, spec: &SinkSpec) -> Result<Output, ConnectorError> {
-        match spec {
-            SinkSpec::File { path } if ctx.cp.exactly_once => {
-                let name = &ctx.graph.nodes[ctx.id].name;
-                let restored = match ctx.cp.restore.as_ref().and_then(|r| r.meta.sinks.get(name)) {
-                    Some(v) => {
-                        Some(serde_json::from_value::<TxnState>(v.clone()).map_err(|e| {
-                            ConnectorError::Config(format!(
-                                "sink `{name}`: bad checkpoint state: {e}"
-                            ))
-                        })?)
-                    }
-                    None => None,
-                };
-                let epoch = ctx.cp.restore.as_ref().map_or(0, |r| r.meta.id) + 1;
-                Ok(Output::Txn(
-                    TxnFileSink::open(path, restored, epoch)?,
-                    String::new(),
-                ))
-            }
-            _ => Ok(Output::Plain(LineSink::open(spec)?)),
-        }
-    }
-
-    fn write_batch(&mut self, b: &crate::record::Batch) -> Result<(), ConnectorError> {
-        match self {
-            Output::Plain(s) => s.write(b),
-            Output::Txn(s, buf) => {
-                buf.clear();
-                JsonLines::new(&b.schema).encode(b, buf);
-                s.write(buf.as_bytes())
-            }
-        }
-    }
-
-    fn write_encoded(&mut self, lines: &[u8]) -> Result<(), ConnectorError> {
-        match self {
-            Output::Plain(s) => s.write_encoded(lines),
-            Output::Txn(s, _) => s.write(lines),
-        }
-    }
-}
-
-pub(super) async fn sink_task(
-    ctx: TaskCtx,
-    mut inbox: mpsc::Receiver<Envelope>,
-) -> Result<(), JobError> {
-    let NodeKind::Sink(spec) = &ctx.graph.nodes[ctx.id].kind else {
-        return Err(JobError::Task("not a sink".into()));
-    };
-    let mut sink = Output::open(&ctx, spec)?;
-    let om = ctx.om(Role::Sink);
-    let senders = ctx.senders();
-    let mut align = Align::new(&senders);
-    let total: usize = senders.iter().sum();
-    let mut marks = vec![i64::MIN; total];
-    let slot = ctx.metrics.sink_slot();
-    let wm_slot = ctx.job_metrics.watermark_slot();
-    let mut completed = ctx.cp.completed.clone();
-    let mut ended = 0;
-    while ended < total {
-        let env = tokio::select! {
-            env = align.next(&mut inbox) => env,
-            Ok(()) = completed.changed() => {
-                let id = *completed.borrow_and_update();
-                if let Output::Txn(s, _) = &mut sink {
-                    s.commit(id)?;
-                }
-                ctx.tell(Coord::Committed { task: ctx.task(), id });
-                continue;
-            }
-        };
-        let Some(env) = env else {
-            return Err(JobError::Task(format!(
-                "sink `{}` lost its inputs",
-                ctx.step
-            )));
-        };
-        let from = env.from as usize;
-        let mut aligned = false;
-        match env.msg {
-            Msg::Data(b) => {
-                sink.write_batch(&b)?;
-                ctx.metrics.add_out(b.len() as u64);
-                om.records_in.inc_by(b.len() as u64);
-                om.records_out.inc_by(b.len() as u64);
-            }
-            Msg::Encoded { lines, rows } => {
-                sink.write_encoded(lines.as_bytes())?;
-                ctx.metrics.add_out(rows as u64);
-                om.records_in.inc_by(rows as u64);
-                om.records_out.inc_by(rows as u64);
-            }
-            Msg::Watermark(w) => {
-                marks[from] = marks[from].max(w);
-                let min = marks.iter().copied().min().unwrap_or(i64::MIN);
-                ctx.metrics.set_watermark(&slot, min);
-                wm_slot.set(min);
-            }
-            Msg::Barrier(id) => aligned = align.on_barrier(env.port as usize, from, id),
-            Msg::End => {
-                marks[from] = i64::MAX;
-                ended += 1;
-                aligned = align.on_end(env.port as usize, from);
-            }
-        }
-        if aligned && let Some(id) = align.release() {
-            let state = match &mut sink {
-                Output::Txn(s, _) => serde_json::to_value(s.pre_commit(id)?).unwrap_or_default(),
-                Output::Plain(s) => {
-                    s.finish()?;
-                    serde_json::Value::Null
-                }
-            };
-            ctx.ack(id, AckData::Sink(state));
-        }
-    }
-    wm_slot.set(i64::MAX);
-    let state = match &mut sink {
-        Output::Txn(s, _) => serde_json::to_value(s.finish()?).unwrap_or_default(),
-        Output::Plain(s) => {
-            s.finish()?;
-            serde_json::Value::Null
-        }
-    };
-    ctx.tell(Coord::Finished {
-        task: ctx.task(),
-        data: AckData::Sink(state),
-    });
-    Ok(())
 }

@@ -6,7 +6,7 @@
 
 pub mod duration;
 mod projection;
-mod sources;
+pub mod sources;
 mod steps;
 mod validate;
 

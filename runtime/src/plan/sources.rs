@@ -4,21 +4,33 @@ use super::SinkTarget;
 use super::validate::Builder;
 use crate::connectors::file::{FileConfig, infer_schema};
 use crate::connectors::generator::ClickConfig;
+use crate::connectors::kafka::ClientSettings;
+use crate::connectors::kafka::sink::KafkaSinkConfig;
+use crate::connectors::kafka::source::{KafkaSourceConfig, StartFrom};
 use crate::connectors::nexmark::{Kind, NexmarkConfig};
 use crate::connectors::{SinkSpec, SourceConnector, SourceSpec, TimeField};
 use crate::job::graph::{Node, NodeKind};
 use crate::record::{Schema, Type};
 use eddy_crds::plan::Source;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
     let path = format!("sources[{i}]");
-    let set = [s.generator.is_some(), s.nexmark.is_some(), s.file.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let set = [
+        s.generator.is_some(),
+        s.nexmark.is_some(),
+        s.file.is_some(),
+        s.kafka.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if set != 1 {
-        b.err(&path, "set exactly one of `generator`, `nexmark` or `file`");
+        b.err(
+            &path,
+            "set exactly one of `generator`, `nexmark`, `file` or `kafka`",
+        );
         return;
     }
     let (connector, schema, default_time, mut rate) = if let Some(g) = &s.generator {
@@ -75,21 +87,12 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
             Some(("dateTime".to_string(), 0)),
             n.rate,
         )
+    } else if let Some(k) = &s.kafka {
+        let (config, schema) = kafka_source(b, &format!("{path}.kafka"), &s.name, k);
+        (SourceConnector::Kafka(config), schema, None, k.rate)
     } else if let Some(f) = &s.file {
         let schema = match &f.schema {
-            Some(decl) => {
-                let mut fields = Vec::new();
-                for (name, ty) in decl {
-                    match Type::parse(ty) {
-                        Some(t) => fields.push((name.clone(), t)),
-                        None => b.err(
-                            format!("{path}.file.schema.{name}"),
-                            format!("unknown type `{ty}`: use string, int, double, bool or any"),
-                        ),
-                    }
-                }
-                Schema::new(fields)
-            }
+            Some(decl) => schema_of(b, &format!("{path}.file.schema"), decl),
             None => match infer_schema(&f.path) {
                 Ok(s) => s,
                 Err(e) => {
@@ -115,7 +118,16 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
     };
     if rate == Some(0) {
         b.err(
-            format!("{path}.generator.rate"),
+            format!(
+                "{path}.{}.rate",
+                if s.nexmark.is_some() {
+                    "nexmark"
+                } else if s.kafka.is_some() {
+                    "kafka"
+                } else {
+                    "generator"
+                }
+            ),
             "must be at least 1 record per second (omit it to run flat out)",
         );
         rate = None;
@@ -128,27 +140,42 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
                     .unwrap_or(0),
                 None => 0,
             };
-            match schema.index_of(&et.field) {
-                Some(f) if matches!(schema.fields[f].ty, Type::Int | Type::Any) => {
-                    (TimeField::Field(f), ooo)
-                }
-                Some(f) => {
+            if et.kafka_timestamp {
+                if s.kafka.is_none() {
                     b.err(
-                        format!("{path}.eventTime.field"),
-                        format!(
-                            "`{}` is a {:?}; event time must be an int of ms since the epoch",
-                            et.field, schema.fields[f].ty
-                        ),
+                        format!("{path}.eventTime.kafkaTimestamp"),
+                        "only a kafka source has record timestamps: name a `field` instead",
                     );
-                    return;
-                }
-                None => {
-                    let names: Vec<&str> = schema.names().collect();
+                } else if !et.field.is_empty() {
                     b.err(
-                        format!("{path}.eventTime.field"),
-                        format!("no field `{}`; fields are: {}", et.field, names.join(", ")),
+                        format!("{path}.eventTime"),
+                        "set either `field` or `kafkaTimestamp: true`, not both",
                     );
-                    return;
+                }
+                (TimeField::Record, ooo)
+            } else {
+                match schema.index_of(&et.field) {
+                    Some(f) if matches!(schema.fields[f].ty, Type::Int | Type::Any) => {
+                        (TimeField::Field(f), ooo)
+                    }
+                    Some(f) => {
+                        b.err(
+                            format!("{path}.eventTime.field"),
+                            format!(
+                                "`{}` is a {:?}; event time must be an int of ms since the epoch",
+                                et.field, schema.fields[f].ty
+                            ),
+                        );
+                        return;
+                    }
+                    None => {
+                        let names: Vec<&str> = schema.names().collect();
+                        b.err(
+                            format!("{path}.eventTime.field"),
+                            format!("no field `{}`; fields are: {}", et.field, names.join(", ")),
+                        );
+                        return;
+                    }
                 }
             }
         }
@@ -178,6 +205,13 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
 }
 
 pub(super) fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Option<SinkSpec> {
+    if t.kafka.is_some() {
+        b.err(
+            format!("{path}.kafka"),
+            "dead letters go to `stdout: {}` or a `file`; a kafka dead-letter topic is not supported yet",
+        );
+        return None;
+    }
     match (&t.stdout, &t.file) {
         (Some(_), None) => Some(SinkSpec::Stdout),
         (None, Some(f)) if !f.path.trim().is_empty() => Some(SinkSpec::File {
@@ -195,4 +229,163 @@ pub(super) fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Op
             None
         }
     }
+}
+
+fn properties(p: &indexmap::IndexMap<String, String>) -> Vec<(String, String)> {
+    p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn schema_of(b: &mut Builder<'_>, path: &str, decl: &indexmap::IndexMap<String, String>) -> Schema {
+    let mut fields = Vec::new();
+    for (name, ty) in decl {
+        match Type::parse(ty) {
+            Some(t) => fields.push((name.clone(), t)),
+            None => b.err(
+                format!("{path}.{name}"),
+                format!("unknown type `{ty}`: use string, int, double, bool or any"),
+            ),
+        }
+    }
+    Schema::new(fields)
+}
+
+fn kafka_common(b: &mut Builder<'_>, path: &str, brokers: &str, topic: &str) {
+    if brokers.trim().is_empty() {
+        b.err(
+            format!("{path}.brokers"),
+            "set the bootstrap servers, e.g. `brokers: localhost:9092`",
+        );
+    }
+    if topic.trim().is_empty() {
+        b.err(format!("{path}.topic"), "set the topic to read or write");
+    }
+}
+
+fn kafka_source(
+    b: &mut Builder<'_>,
+    path: &str,
+    name: &str,
+    k: &eddy_crds::plan::KafkaSource,
+) -> (KafkaSourceConfig, Schema) {
+    kafka_common(b, path, &k.brokers, &k.topic);
+    if k.schema.is_empty() {
+        b.err(
+            format!("{path}.schema"),
+            "declare the fields of the JSON values, e.g. `schema: {user: string, ts: int}`",
+        );
+    }
+    let schema = schema_of(b, &format!("{path}.schema"), &k.schema);
+    let start = match k.start_from.as_deref().map(StartFrom::parse) {
+        None => StartFrom::Earliest,
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            b.err(format!("{path}.startFrom"), e);
+            StartFrom::Earliest
+        }
+    };
+    let bounded = match k.stop_at.as_deref() {
+        None => false,
+        Some("latest") => true,
+        Some(other) => {
+            b.err(
+                format!("{path}.stopAt"),
+                format!("expected `latest` (or leave it out to run until stopped), got `{other}`"),
+            );
+            false
+        }
+    };
+    let ms = |b: &mut Builder<'_>, field: &str, v: &Option<String>, default: u64| match v {
+        Some(d) => b
+            .positive(&format!("{path}.{field}"), d)
+            .map_or(default, |x| x as u64),
+        None => default,
+    };
+    let idle = ms(b, "idleTimeout", &k.idle_timeout, 30_000);
+    let discovery = ms(b, "partitionDiscovery", &k.partition_discovery, 30_000);
+    (
+        KafkaSourceConfig {
+            client: ClientSettings {
+                brokers: k.brokers.clone(),
+                properties: properties(&k.properties),
+            },
+            topic: k.topic.clone(),
+            group_id: k
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("{DEFAULT_PREFIX}-{name}")),
+            start,
+            bounded,
+            idle_timeout: Duration::from_millis(idle),
+            discovery: Duration::from_millis(discovery),
+        },
+        schema,
+    )
+}
+
+/// Group and transactional ids are `<prefix>-<name>` unless set; the prefix becomes
+/// `eddy-<namespace>-<job>` once the job's name is known ([`crate::job::graph::Graph::name_job`]).
+pub const DEFAULT_PREFIX: &str = "eddy";
+
+pub(super) fn kafka_sink(
+    b: &mut Builder<'_>,
+    path: &str,
+    name: &str,
+    k: &eddy_crds::plan::KafkaSink,
+    input: &Schema,
+) -> Option<SinkSpec> {
+    kafka_common(b, path, &k.brokers, &k.topic);
+    let key = match &k.key {
+        None => None,
+        Some(f) => match input.index_of(f) {
+            Some(i) => Some(i),
+            None => {
+                let names: Vec<&str> = input.names().collect();
+                b.err(
+                    format!("{path}.key"),
+                    format!(
+                        "no field `{f}` in the input; fields are: {}",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let exactly_once = match k.delivery.as_deref() {
+        None => None,
+        Some("exactly-once") => Some(true),
+        Some("at-least-once") => Some(false),
+        Some(other) => {
+            b.err(
+                format!("{path}.delivery"),
+                format!("expected `exactly-once` or `at-least-once`, got `{other}`"),
+            );
+            None
+        }
+    };
+    let timeout = match &k.transaction_timeout {
+        Some(d) => b.positive(&format!("{path}.transactionTimeout"), d)? as u64,
+        None => 60_000,
+    };
+    // The broker refuses longer transactions by default (transaction.max.timeout.ms).
+    if timeout > 900_000 {
+        b.err(
+            format!("{path}.transactionTimeout"),
+            "at most 15m unless the brokers' transaction.max.timeout.ms is raised (then set it in `properties` as transaction.timeout.ms)",
+        );
+    }
+    Some(SinkSpec::Kafka(KafkaSinkConfig {
+        client: ClientSettings {
+            brokers: k.brokers.clone(),
+            properties: properties(&k.properties),
+        },
+        topic: k.topic.clone(),
+        key,
+        exactly_once,
+        transactional_id: k
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("{DEFAULT_PREFIX}-{name}")),
+        transaction_timeout: Duration::from_millis(timeout),
+    }))
 }

@@ -98,8 +98,20 @@ pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
     }
     for (i, s) in plan.sinks.iter().enumerate() {
         let path = format!("sinks[{i}]");
-        let spec = sink_target(&mut b, &path, &s.target());
         let from = b.ids.get(&s.from).copied();
+        let spec = match (&s.kafka, from) {
+            (Some(k), _) if s.stdout.is_some() || s.file.is_some() => {
+                b.err(&path, "set exactly one of `stdout`, `file` or `kafka`");
+                let _ = k;
+                None
+            }
+            (Some(k), Some(from)) => {
+                let schema = b.nodes[from].schema.clone();
+                super::sources::kafka_sink(&mut b, &format!("{path}.kafka"), &s.name, k, &schema)
+            }
+            (Some(_), None) => None,
+            (None, _) => sink_target(&mut b, &path, &s.target()),
+        };
         if from.is_none() && !b.plan_defines(&s.from) {
             b.err(
                 format!("{path}.from"),
