@@ -141,6 +141,26 @@ fn assert_same(got: &[Vec<String>], expected: &[Vec<String>]) {
     }
 }
 
+/// Waits for a line containing `needle`; says whether it came and whether a line containing
+/// `note` came before it.
+fn wait_noting(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    note: &str,
+    within: Duration,
+) -> (bool, bool) {
+    let deadline = std::time::Instant::now() + within;
+    let mut noted = false;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return (true, noted),
+            Ok(l) => noted |= l.contains(note),
+            Err(_) => break,
+        }
+    }
+    (false, noted)
+}
+
 /// The number of complete checkpoints in the job's checkpoint directory.
 fn complete_checkpoints(job: &Job) -> usize {
     std::fs::read_dir(job.path("ckpt/local/job/checkpoints"))
@@ -163,26 +183,26 @@ fn join_and_top_killed_with_sigkill_lose_and_repeat_nothing() {
     let mut restored_runs = 0;
     while kills < 4 {
         let mut cmd = job.cmd(&args);
-        if kills == 1 {
-            // Slow uploads down, so this kill lands in the middle of one.
+        // The second run slows uploads down, so its kill lands in the middle of one.
+        let mid_upload = kills == 1;
+        if mid_upload {
             cmd.env("EDDY_TEST_UPLOAD_DELAY_MS", "400");
         }
         let mut child = cmd.spawn().expect("spawn");
         let rx = stderr_lines(&mut child);
-        if kills == 1 {
-            assert!(
-                wait_line(&rx, "uploading checkpoint", Duration::from_secs(30)).is_some(),
-                "no checkpoint upload started"
-            );
+        // Every run but the first waits for a checkpoint (or its upload) before the kill, so
+        // the next run has one to restore join and top state from.
+        let needle = if mid_upload {
+            "uploading checkpoint"
+        } else {
+            "checkpoint completed"
+        };
+        let (found, restored) = wait_noting(&rx, needle, "restoring from", Duration::from_secs(30));
+        assert!(found, "no `{needle}` in run {}", kills + 1);
+        if mid_upload {
             // The upload's first file takes 400 ms: this lands inside it.
             std::thread::sleep(Duration::from_millis(150));
         } else {
-            // A random moment, but only once a checkpoint exists to restore from, so every
-            // restart after the first restores join and top state.
-            assert!(
-                wait_line(&rx, "checkpoint completed", Duration::from_secs(30)).is_some(),
-                "no checkpoint completed"
-            );
             std::thread::sleep(Duration::from_millis(next(&mut seed) % 1500));
         }
         if child.try_wait().expect("try_wait").is_some() {
@@ -190,9 +210,7 @@ fn join_and_top_killed_with_sigkill_lose_and_repeat_nothing() {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        if kills > 0 {
-            restored_runs += 1;
-        }
+        restored_runs += usize::from(restored);
         kills += 1;
     }
     assert!(kills >= 3, "the job finished after only {kills} kills");
