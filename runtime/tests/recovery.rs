@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{stderr_lines, wait_line};
+use common::{finish, next, start_admin, stderr_lines, stop_with_savepoint, wait_line};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PLAN: &str = r#"
@@ -82,14 +81,6 @@ impl Job {
     }
 }
 
-fn finish(mut child: Child) -> Vec<String> {
-    let rx = stderr_lines(&mut child);
-    let status = child.wait().expect("wait");
-    let log: Vec<String> = rx.try_iter().collect();
-    assert!(status.success(), "eddy failed: {}", log.join("\n"));
-    log
-}
-
 /// The reference: one uninterrupted run.
 fn reference() -> Vec<String> {
     let job = Job::new(1_000_000);
@@ -97,14 +88,6 @@ fn reference() -> Vec<String> {
     let out = job.output();
     assert!(out.len() > 300, "reference too small: {}", out.len());
     out
-}
-
-/// A tiny deterministic PRNG, so a failure can be replayed.
-fn next(seed: &mut u64) -> u64 {
-    *seed = seed
-        .wrapping_mul(6_364_136_223_846_793_005)
-        .wrapping_add(1_442_695_040_888_963_407);
-    *seed >> 33
 }
 
 #[test]
@@ -155,40 +138,6 @@ fn killed_with_sigkill_again_and_again_it_loses_and_repeats_nothing() {
     assert_eq!(job.output(), expected);
 }
 
-/// Starts a run with the admin API and returns it with its address.
-fn start_admin(job: &Job, args: &[&str]) -> (Child, mpsc::Receiver<String>, String) {
-    let mut c = job.cmd(args);
-    c.args(["--admin-addr", "127.0.0.1:0"]);
-    let mut child = c.spawn().expect("spawn");
-    let rx = stderr_lines(&mut child);
-    let line =
-        wait_line(&rx, "admin API on http://", Duration::from_secs(30)).expect("admin address");
-    let addr = line
-        .rsplit("http://")
-        .next()
-        .expect("address")
-        .trim()
-        .to_string();
-    (child, rx, addr)
-}
-
-/// `eddy stop --savepoint` against a running job; returns the savepoint's path.
-fn stop_with_savepoint(addr: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["stop", "--admin", addr, "--savepoint", "--timeout", "60"])
-        .output()
-        .expect("eddy stop");
-    assert!(
-        out.status.success(),
-        "eddy stop failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn savepoint_restores_at_parallelism_1_then_3_then_2_with_identical_results() {
     let expected = reference();
@@ -199,7 +148,7 @@ fn savepoint_restores_at_parallelism_1_then_3_then_2_with_identical_results() {
         if let Some(r) = &restore {
             args.extend(["--restore", r.as_str()]);
         }
-        let (mut child, _rx, addr) = start_admin(&job, &args);
+        let (mut child, _rx, addr) = start_admin(job.cmd(&args));
         std::thread::sleep(Duration::from_millis(1500));
         let path = stop_with_savepoint(&addr);
         assert!(Path::new(&path).join("_metadata.json").is_file(), "{path}");

@@ -3,12 +3,12 @@
 //! key groups overlap its own.
 
 use super::storage::CheckpointStorage;
-use super::{CheckpointError, WorkerManifest, check_compatible};
+use super::{CheckpointError, InstanceState, WorkerManifest, check_compatible};
 use crate::exchange::key_group_range;
 use crate::job::Restore;
 use crate::job::graph::Graph;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Downloads what `parallelism` new workers need from checkpoint `dir_rel`.
 pub async fn prepare(
@@ -36,25 +36,14 @@ pub async fn prepare(
         // A single-instance node (a sink) runs on worker 0 only.
         let copies = if node.single { 1 } else { parallelism };
         for w in 0..copies {
-            let (lo, hi) = if node.single {
+            let range = if node.single {
                 (0, m.saturating_sub(1))
             } else {
                 key_group_range(w, parallelism, m)
             };
-            let overlapping: Vec<_> = olds
-                .iter()
-                .filter(|o| o.key_groups.0 <= hi && lo <= o.key_groups.1)
-                .collect();
-            let mut dirs = Vec::new();
-            for o in &overlapping {
-                let dest = state_dir
-                    .join("restore")
-                    .join(format!("{id}-w{w}-from-w{}", o.worker));
-                if dest.exists() {
-                    let _ = tokio::fs::remove_dir_all(&dest).await;
-                }
-                dirs.push(storage.download(dir_rel, &o.files, &dest).await?);
-            }
+            let base = state_dir.join("restore").join(format!("{id}-w{w}"));
+            let (dirs, overlapping) =
+                download_overlapping(storage, dir_rel, &olds, range, &base).await?;
             if adopt && let [only] = overlapping.as_slice() {
                 storage.adopt(&format!("{id}-{}-w{w}", node.name), &only.files);
             }
@@ -67,6 +56,41 @@ pub async fn prepare(
         }
     }
     Ok(Restore { meta, instances })
+}
+
+/// Downloads, for a new instance owning key groups `range`, the database of every old instance
+/// whose key groups overlap it, each into `<base>-from-w<old worker>`. Returns the directories
+/// (for `StateStore::restore`) and the old instances they came from.
+pub async fn download_overlapping<'a>(
+    storage: &CheckpointStorage,
+    dir_rel: &str,
+    olds: &[&'a InstanceState],
+    range: (u32, u32),
+    base: &Path,
+) -> Result<(Vec<PathBuf>, Vec<&'a InstanceState>), CheckpointError> {
+    let (lo, hi) = range;
+    let overlapping: Vec<&InstanceState> = olds
+        .iter()
+        .copied()
+        .filter(|o| o.key_groups.0 <= hi && lo <= o.key_groups.1)
+        .collect();
+    let mut dirs = Vec::with_capacity(overlapping.len());
+    for o in &overlapping {
+        let mut name = base.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-from-w{}", o.worker));
+        let dest = base.with_file_name(name);
+        if dest.exists() {
+            // Left by an earlier attempt; a download must not mix in its files.
+            tokio::fs::remove_dir_all(&dest)
+                .await
+                .map_err(|source| CheckpointError::Io {
+                    path: dest.display().to_string(),
+                    source,
+                })?;
+        }
+        dirs.push(storage.download(dir_rel, &o.files, &dest).await?);
+    }
+    Ok((dirs, overlapping))
 }
 
 /// The newest complete, intact checkpoint that restores, skipping (with a warning) any that

@@ -269,6 +269,14 @@ impl StateStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Flushes the memtable and waits until background compactions are done, so a measurement
+    /// starts from a settled database rather than from the backlog of a bulk load.
+    pub fn settle(&self) -> Result<(), StateError> {
+        let mut o = rocksdb::WaitForCompactOptions::default();
+        o.set_flush(true);
+        self.db.wait_for_compact(&o).map_err(db_err(&self.path))
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Helpers for tests that drive `eddy` as a child process and watch its log.
+// Each test file compiles this module on its own and uses only some of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,14 +35,12 @@ pub fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) ->
 }
 
 /// The repository's root.
-#[allow(dead_code)]
 pub fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The test services' settings (Kafka, S3); brings them up if they are not, so tests never
 /// skip for want of them.
-#[allow(dead_code)]
 pub fn services() -> std::collections::HashMap<String, String> {
     service("up");
     std::fs::read_to_string(root().join("e2e/.services.env"))
@@ -52,7 +52,6 @@ pub fn services() -> std::collections::HashMap<String, String> {
 }
 
 /// Runs `e2e/services.sh CMD` (up, stop-s3, start-kafka, ...) and checks it succeeded.
-#[allow(dead_code)]
 pub fn service(cmd: &str) {
     let ok = std::process::Command::new("bash")
         .arg(root().join("e2e/services.sh"))
@@ -64,10 +63,61 @@ pub fn service(cmd: &str) {
 }
 
 /// Milliseconds since the epoch, for unique names.
-#[allow(dead_code)]
 pub fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0)
+}
+
+/// Waits for a child started with a piped stderr to exit; asserts that it succeeded and
+/// returns its log.
+pub fn finish(mut child: Child) -> Vec<String> {
+    let rx = stderr_lines(&mut child);
+    let status = child.wait().expect("wait");
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "eddy failed: {}", log.join("\n"));
+    log
+}
+
+/// A tiny deterministic PRNG, so a failure can be replayed.
+pub fn next(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+/// Starts `eddy run` (a command with a piped stderr) with the admin API on a free port;
+/// returns the child, its log and the API's address.
+pub fn start_admin(mut cmd: Command) -> (Child, mpsc::Receiver<String>, String) {
+    cmd.args(["--admin-addr", "127.0.0.1:0"]);
+    let mut child = cmd.spawn().expect("spawn");
+    let rx = stderr_lines(&mut child);
+    let line =
+        wait_line(&rx, "admin API on http://", Duration::from_secs(30)).expect("admin address");
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .trim()
+        .to_string();
+    (child, rx, addr)
+}
+
+/// `eddy stop --savepoint` against a running job; returns the savepoint's path.
+pub fn stop_with_savepoint(addr: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["stop", "--admin", addr, "--savepoint", "--timeout", "60"])
+        .output()
+        .expect("eddy stop");
+    assert!(
+        out.status.success(),
+        "eddy stop failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }
