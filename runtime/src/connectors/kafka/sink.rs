@@ -281,7 +281,8 @@ impl ExactlyOnce {
         let mut backoff = Duration::from_millis(500);
         loop {
             let p = self.producer.clone();
-            let t = self.timeout;
+            // Short attempts, so an unreachable cluster shows in the log early and often.
+            let t = self.timeout.min(Duration::from_secs(10));
             let r = tokio::task::spawn_blocking(move || p.init_transactions(t))
                 .await
                 .map_err(|e| ConnectorError::Config(e.to_string()))?;
