@@ -97,10 +97,13 @@ fn kafka_tool(libs: &str, class: &str, args: &[String]) -> String {
             &format!("org.apache.kafka.tools.{class}"),
         ])
         .args(args)
-        .stderr(Stdio::null())
         .output()
         .expect("java");
-    assert!(out.status.success(), "{class} failed");
+    assert!(
+        out.status.success(),
+        "{class} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -120,9 +123,9 @@ fn baseline(brokers: &str, libs: &str, n: u64, unique: &str) -> (f64, f64) {
             "48".into(),
             "--throughput".into(),
             "-1".into(),
+            // One flag, several values: a repeated flag would replace the earlier ones.
             "--command-property".into(),
             format!("bootstrap.servers={brokers}"),
-            "--command-property".into(),
             "linger.ms=5".into(),
         ],
     );
@@ -143,7 +146,7 @@ fn baseline(brokers: &str, libs: &str, n: u64, unique: &str) -> (f64, f64) {
             brokers.into(),
             "--topic".into(),
             topic,
-            "--messages".into(),
+            "--num-records".into(),
             n.to_string(),
             "--timeout".into(),
             "60000".into(),
