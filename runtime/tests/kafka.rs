@@ -282,6 +282,32 @@ fn kafka_to_kafka_exactly_once_through_crashes() {
     assert!(wrong.is_empty(), "wrong results: {wrong:?}");
     assert_eq!(got.len(), reference.len(), "unexpected extra results");
 
+    // Read offsets are committed to the source's consumer group (named after the namespace,
+    // the job and the source), for lag monitoring.
+    let group: BaseConsumer = config(&brokers)
+        .set("group.id", "eddy-local-kafka-eos-events")
+        .create()
+        .expect("consumer");
+    let mut q = TopicPartitionList::new();
+    for p in 0..IN_PARTITIONS {
+        q.add_partition(&input, p);
+    }
+    let committed = group
+        .committed_offsets(q, Duration::from_secs(10))
+        .expect("committed offsets");
+    let positions: Vec<i64> = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        positions.iter().any(|o| *o > 0),
+        "no offsets committed to the consumer group: {positions:?}"
+    );
+
     // Bad records: dead-lettered (at least once: the dead-letter file is not transactional)
     // with where they came from.
     let dead_text = std::fs::read_to_string(&dead).unwrap_or_default();
