@@ -101,6 +101,10 @@ pub struct FileSource {
     /// objects; the source then never ends. Absent: read what is there, then end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<String>,
+    /// Wall-clock pacing, records per second over all workers (replays, demos, tests).
+    /// Absent: as fast as the files are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
     /// Field names and types (`string`, `int`, `double`, `bool`). Absent: inferred from the
     /// first record.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -95,7 +95,7 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
         let Some((connector, schema)) = file_source(b, &format!("{path}.file"), f) else {
             return;
         };
-        (connector, schema, None, None)
+        (connector, schema, None, f.rate)
     } else {
         return;
     };
@@ -107,6 +107,8 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
                     "nexmark"
                 } else if s.kafka.is_some() {
                     "kafka"
+                } else if s.file.is_some() {
+                    "file"
                 } else {
                     "generator"
                 }
