@@ -390,3 +390,34 @@ fn watched_s3_prefix_picks_up_new_objects_exactly_once() {
     assert_eq!(got, (0..330).collect::<Vec<_>>());
     assert_eq!(wait_output(&s3, &out, 0), got, "results published twice");
 }
+
+#[test]
+fn a_missing_bucket_is_refused_at_start_by_name() {
+    let env = services();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "sources:\n  - { name: g, generator: { count: 10 } }\nsinks:\n  - { name: out, from: g, file: { path: 's3://no-such-bucket/out/' } }\n",
+            "sink",
+        ),
+        (
+            "sources:\n  - { name: f, file: { path: 's3://no-such-bucket/in/', schema: { n: int } } }\nsinks:\n  - { name: out, from: f, stdout: {} }\n",
+            "source",
+        ),
+    ];
+    for (yaml, what) in cases {
+        let plan = dir.path().join(format!("{what}.yaml"));
+        std::fs::write(&plan, yaml).expect("plan");
+        let out = eddy(&env, &plan, &[]).output().expect("eddy");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {err}");
+        assert!(
+            err.contains("NoSuchBucket") && err.contains("AWS_ACCESS_KEY_ID"),
+            "{what}: {err}"
+        );
+        assert!(
+            !err.contains(&env["AWS_SECRET_ACCESS_KEY"]),
+            "{what}: credentials logged"
+        );
+    }
+}
