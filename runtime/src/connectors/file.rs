@@ -403,6 +403,27 @@ mod tests {
     }
 
     #[test]
+    fn positions_keep_restored_files_and_merge_to_the_furthest() {
+        // A file restored part-way but not reached yet must stay in the next checkpoint, or a
+        // later restore would read it from the start again.
+        let restored = Positions::from([("a".to_string(), (10, 1)), ("b".to_string(), (5, 1))]);
+        let finished = Positions::from([("b".to_string(), (20, 3))]);
+        let pos = position(&restored, &finished, Some((&"c".to_string(), 7, 2)));
+        // Another worker's older copy of `b` does not move it back.
+        let stale = serde_json::json!({ "files": { "b": [5, 1] } });
+        let mut merged = Positions::new();
+        merge_positions(&mut merged, &[pos, stale]).unwrap();
+        assert_eq!(
+            merged,
+            Positions::from([
+                ("a".to_string(), (10, 1)),
+                ("b".to_string(), (20, 3)),
+                ("c".to_string(), (7, 2)),
+            ])
+        );
+    }
+
+    #[test]
     fn rejects_trailing_garbage() {
         let s = Schema::new([("n", Type::Int)]);
         assert!(decode(&s, r#"{"n": 1} x"#).is_err());
