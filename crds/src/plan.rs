@@ -91,11 +91,20 @@ pub struct NexmarkSource {
     pub rate: Option<u64>,
 }
 
-/// JSON lines from a file or from every `*.json`/`*.jsonl` file of a directory.
+/// JSON lines from a file or from every `*.json`/`*.jsonl` file of a directory, or from every
+/// `*.json`/`*.jsonl` object under an S3 prefix (`s3://bucket/prefix/`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileSource {
     pub path: String,
+    /// S3 prefixes only: list the prefix again this often (a duration, `10s`) and read new
+    /// objects; the source then never ends. Absent: read what is there, then end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
+    /// Wall-clock pacing, records per second over all workers (replays, demos, tests).
+    /// Absent: as fast as the files are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
     /// Field names and types (`string`, `int`, `double`, `bool`). Absent: inferred from the
     /// first record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,7 +351,9 @@ pub struct KafkaSink {
     pub properties: IndexMap<String, String>,
 }
 
-/// JSON lines written to `path` (a file).
+/// JSON lines written to `path`: a file, or, for a path ending in `/` (a local directory or
+/// `s3://bucket/prefix/`), one part file `part-<checkpoint>.jsonl` per checkpoint, published
+/// when the checkpoint completes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileSink {

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod expr;
 pub mod job;
 pub mod metrics;
+pub mod objstore;
 pub mod operators;
 pub mod plan;
 pub mod record;

@@ -146,3 +146,16 @@ fn sources_produce_only_the_fields_their_consumers_read() {
     ));
     assert_eq!(late, None);
 }
+
+#[test]
+fn file_paths_on_s3_are_checked() {
+    // An absolute path: another test changes the working directory.
+    let lines = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/data/lines.jsonl");
+    let e = errors(&format!(
+        "sources:\n  - {{ name: a, file: {{ path: '{lines}', watch: 5s }} }}\n  - {{ name: b, file: {{ path: 's3://eddy/in/', watch: 0s, schema: {{ n: int }} }} }}\nsinks:\n  - {{ name: out, from: a, file: {{ path: 's3://eddy/out.jsonl' }} }}\ndeadLetter: {{ file: {{ path: 's3://eddy/dead/' }} }}\n",
+    ));
+    has(&e, "sources[0].file.watch", "applies to S3 prefixes");
+    has(&e, "sources[1].file.watch", "positive duration");
+    has(&e, "sinks[0].file.path", "end the path with `/`");
+    has(&e, "deadLetter.file.path", "not a directory or S3 prefix");
+}

@@ -41,76 +41,17 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-/// An object store for a remote URL (and the path inside it), or `None` for local paths.
 /// A remote store and the path prefix inside it.
-type Remote = (Arc<dyn ObjectStore>, String);
+type Remote = crate::objstore::Remote;
 
 fn remote(url: &str) -> Result<Option<Remote>, CheckpointError> {
-    let Some(rest) = url.strip_prefix("s3://") else {
-        return Ok(None);
-    };
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(CheckpointError::Invalid {
-            path: url.to_string(),
-            msg: "no bucket: expected s3://<bucket>/<prefix>".into(),
-        });
-    }
-    // Fail a checkpoint's upload within seconds when the store is down (the next interval
-    // retries it) rather than stall checkpointing for minutes.
-    let retry = object_store::RetryConfig {
-        max_retries: 3,
-        retry_timeout: std::time::Duration::from_secs(10),
-        ..Default::default()
-    };
-    use object_store::ClientConfigKey as C;
-    use object_store::aws::AmazonS3ConfigKey as K;
-    let mut builder = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(retry);
-    // Timeouts unless the environment sets them (`with_client_options` would drop its
-    // AWS_ALLOW_HTTP and the like).
-    if std::env::var_os("AWS_CONNECT_TIMEOUT").is_none() {
-        builder = builder.with_config(K::Client(C::ConnectTimeout), "2s");
-    }
-    if std::env::var_os("AWS_TIMEOUT").is_none() {
-        builder = builder.with_config(K::Client(C::Timeout), "60s");
-    }
-    if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
-        builder = builder.with_config(K::Client(C::AllowHttp), "true");
-    }
-    let store = builder
-        .build()
-        .map_err(|e| CheckpointError::Invalid {
-            path: url.to_string(),
-            msg: format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for S3-compatible servers)"),
-        })?;
-    Ok(Some((
-        Arc::new(store),
-        prefix.trim_matches('/').to_string(),
-    )))
+    crate::objstore::remote(url).map_err(|e| CheckpointError::Invalid {
+        path: e.url,
+        msg: e.msg,
+    })
 }
 
-/// An S3 error's code (`NoSuchBucket`, `SignatureDoesNotMatch`, ...) rather than the whole
-/// XML body the server sent.
-fn short(e: &object_store::Error) -> String {
-    let text = e.to_string();
-    let code = text
-        .split("<Code>")
-        .nth(1)
-        .and_then(|r| r.split("</Code>").next());
-    match code {
-        Some(c) => {
-            let status = text
-                .split("status code: ")
-                .nth(1)
-                .and_then(|r| r.split(':').next())
-                .unwrap_or("");
-            format!("{c}, {status}")
-        }
-        None => text.chars().take(300).collect(),
-    }
-}
+use crate::objstore::short;
 
 /// The checkpoint directory name of checkpoint `id` (zero-padded so names sort by id).
 pub fn chk_dir(id: u64) -> String {

@@ -21,6 +21,7 @@ pub struct FileConfig {
 
 /// The files a path names, sorted, so every worker agrees on the split numbering.
 pub fn list_files(path: &str) -> Result<Vec<PathBuf>, ConnectorError> {
+    let path = crate::objstore::local_path(path);
     let p = Path::new(path);
     let io = |e| ConnectorError::Io {
         path: path.to_string(),
@@ -57,30 +58,33 @@ pub fn infer_schema(path: &str) -> Result<Schema, ConnectorError> {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
-                ConnectorError::Config(format!(
-                    "{}: first line is not JSON ({e}); declare `schema:`",
-                    f.display()
-                ))
-            })?;
-            let serde_json::Value::Object(map) = v else {
-                return Err(ConnectorError::Config(format!(
-                    "{}: first line is not a JSON object",
-                    f.display()
-                )));
-            };
-            return Ok(Schema::new(map.iter().map(|(k, v)| {
-                let ty = match Value::from_json(v) {
-                    Value::Null => Type::Any,
-                    other => Type::of(&other),
-                };
-                (k.clone(), ty)
-            })));
+            return schema_of_line(&f.display().to_string(), &line);
         }
     }
     Err(ConnectorError::Config(format!(
         "{path}: no records to infer a schema from; declare `schema:`"
     )))
+}
+
+/// Field names and types of one JSON-lines line (the first of `name`).
+pub fn schema_of_line(name: &str, line: &str) -> Result<Schema, ConnectorError> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        ConnectorError::Config(format!(
+            "{name}: first line is not JSON ({e}); declare `schema:`"
+        ))
+    })?;
+    let serde_json::Value::Object(map) = v else {
+        return Err(ConnectorError::Config(format!(
+            "{name}: first line is not a JSON object; declare `schema:`"
+        )));
+    };
+    Ok(Schema::new(map.iter().map(|(k, v)| {
+        let ty = match Value::from_json(v) {
+            Value::Null => Type::Any,
+            other => Type::of(&other),
+        };
+        (k.clone(), ty)
+    })))
 }
 
 pub struct FileSource {
@@ -212,23 +216,52 @@ impl Source for FileSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        let mut files = self.finished.clone();
-        if let Some((name, _, lines, bytes)) = &self.current {
-            files.insert(name.clone(), (*bytes, *lines));
-        }
-        serde_json::json!({ "files": files })
+        let current = self.current.as_ref().map(|(n, _, l, b)| (n, *b, *l));
+        position(&self.resume_at, &self.finished, current)
     }
 
     fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
-        for p in parts {
-            let files: std::collections::BTreeMap<String, (u64, u64)> = serde_json::from_value(
-                p.get("files").cloned().unwrap_or_default(),
-            )
-            .map_err(|e| ConnectorError::Config(format!("bad file source position: {e}")))?;
-            self.resume_at.extend(files);
-        }
-        Ok(())
+        merge_positions(&mut self.resume_at, parts)
     }
+}
+
+/// Read positions per file: name -> (bytes, lines).
+type Positions = std::collections::BTreeMap<String, (u64, u64)>;
+
+/// A file source's checkpoint position: `{"files": {name: [bytes, lines]}}`. It includes the
+/// positions this worker restored from (files it has not reached yet would otherwise be read
+/// again from the start after the next restore); those may overlap other workers' entries,
+/// which [`merge_positions`] resolves by keeping the furthest.
+pub(super) fn position(
+    restored: &Positions,
+    finished: &Positions,
+    current: Option<(&String, u64, u64)>,
+) -> serde_json::Value {
+    let mut files = restored.clone();
+    files.extend(finished.iter().map(|(k, v)| (k.clone(), *v)));
+    if let Some((name, bytes, lines)) = current {
+        files.insert(name.clone(), (bytes, lines));
+    }
+    serde_json::json!({ "files": files })
+}
+
+/// Joins the positions of every worker of a checkpoint: per file, the furthest (files are
+/// read forward only, so the furthest is the newest).
+pub(super) fn merge_positions(
+    into: &mut Positions,
+    parts: &[serde_json::Value],
+) -> Result<(), ConnectorError> {
+    for p in parts {
+        let files: Positions = serde_json::from_value(p.get("files").cloned().unwrap_or_default())
+            .map_err(|e| ConnectorError::Config(format!("bad file source position: {e}")))?;
+        for (name, pos) in files {
+            let e = into.entry(name).or_insert(pos);
+            if pos.0 > e.0 {
+                *e = pos;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one JSON object into `row` (already sized and nulled) by the schema.
@@ -367,6 +400,27 @@ mod tests {
         let s = Schema::new([("n", Type::Int)]);
         let err = decode(&s, r#"{"n": "three"}"#).unwrap_err();
         assert!(err.contains("field `n`"), "{err}");
+    }
+
+    #[test]
+    fn positions_keep_restored_files_and_merge_to_the_furthest() {
+        // A file restored part-way but not reached yet must stay in the next checkpoint, or a
+        // later restore would read it from the start again.
+        let restored = Positions::from([("a".to_string(), (10, 1)), ("b".to_string(), (5, 1))]);
+        let finished = Positions::from([("b".to_string(), (20, 3))]);
+        let pos = position(&restored, &finished, Some((&"c".to_string(), 7, 2)));
+        // Another worker's older copy of `b` does not move it back.
+        let stale = serde_json::json!({ "files": { "b": [5, 1] } });
+        let mut merged = Positions::new();
+        merge_positions(&mut merged, &[pos, stale]).unwrap();
+        assert_eq!(
+            merged,
+            Positions::from([
+                ("a".to_string(), (10, 1)),
+                ("b".to_string(), (20, 3)),
+                ("c".to_string(), (7, 2)),
+            ])
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ pub mod file_sink;
 pub mod generator;
 pub mod kafka;
 pub mod nexmark;
+pub mod object_files;
+pub mod part_sink;
 pub mod position;
 pub mod sink;
 
@@ -22,6 +24,10 @@ pub enum ConnectorError {
     },
     #[error("{0}")]
     Config(String),
+    /// An object store refused or failed a request (the message is the S3 error code, never
+    /// credentials).
+    #[error("{path}: {msg}")]
+    Store { path: String, msg: String },
 }
 
 /// Where a record's event time comes from.
@@ -68,6 +74,8 @@ pub enum SourceConnector {
     Generator(generator::ClickConfig),
     Nexmark(nexmark::NexmarkConfig),
     File(file::FileConfig),
+    /// JSON-lines objects under an object-store prefix (`s3://...`).
+    Objects(object_files::ObjectSourceConfig),
     Kafka(kafka::source::KafkaSourceConfig),
 }
 
@@ -121,6 +129,15 @@ impl SourceSpec {
                 self.time,
                 self.projection.clone(),
             )?),
+            SourceConnector::Objects(c) => Box::new(object_files::ObjectFileSource::new(
+                c.clone(),
+                self.schema.clone(),
+                worker,
+                workers,
+                self.time,
+                self.out_of_orderness,
+                self.projection.clone(),
+            )),
             SourceConnector::Kafka(c) => Box::new(kafka::source::KafkaSource::new(
                 c.clone(),
                 self.schema.clone(),
@@ -138,7 +155,14 @@ impl SourceSpec {
 #[derive(Debug, Clone)]
 pub enum SinkSpec {
     Stdout,
-    File { path: String },
+    File {
+        path: String,
+    },
+    /// Part files under a prefix (`s3://bucket/prefix/` or a local `dir/`), published per
+    /// checkpoint.
+    Parts {
+        path: String,
+    },
     Kafka(kafka::sink::KafkaSinkConfig),
 }
 

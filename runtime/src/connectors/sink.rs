@@ -64,6 +64,11 @@ impl LineSink {
                     buf: String::new(),
                 }
             }
+            SinkSpec::Parts { path } => {
+                return Err(ConnectorError::Config(format!(
+                    "{path}: a part-file prefix is not a line sink"
+                )));
+            }
             SinkSpec::Kafka(k) => {
                 return Err(ConnectorError::Config(format!(
                     "kafka topic `{}` is not a line sink",

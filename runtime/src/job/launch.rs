@@ -68,7 +68,8 @@ pub enum Ended {
     AlreadyFinished,
 }
 
-fn run_id() -> String {
+/// A short id unique to this run, naming what it stages.
+pub(crate) fn run_id() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

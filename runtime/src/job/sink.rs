@@ -7,6 +7,7 @@ use super::task::{Align, TaskCtx};
 use crate::checkpoint::coordinator::{AckData, Msg as Coord};
 use crate::connectors::file_sink::{TxnFileSink, TxnState};
 use crate::connectors::kafka::sink::{AtLeastOnce, ExactlyOnce, KafkaSinkConfig, KafkaTxnState};
+use crate::connectors::part_sink::{PartSink, PartsState};
 use crate::connectors::sink::{LineSink, Sink as _};
 use crate::connectors::{ConnectorError, SinkSpec};
 use crate::exchange::Msg;
@@ -18,6 +19,9 @@ use tokio::sync::mpsc;
 enum Output {
     Plain(LineSink),
     Txn(TxnFileSink, String),
+    /// Part files under a prefix; `true`: published when checkpoints complete (else at the
+    /// end).
+    Parts(PartSink, String, bool),
     Kafka(Kafka),
 }
 
@@ -104,6 +108,11 @@ impl Output {
                     String::new(),
                 ))
             }
+            SinkSpec::Parts { path } => {
+                let restored = restored_parts(name, restored_state)?;
+                let sink = PartSink::open(path, &super::launch::run_id(), restored, epoch).await?;
+                Ok(Output::Parts(sink, String::new(), ctx.cp.exactly_once))
+            }
             SinkSpec::Kafka(k) => {
                 let writer = match k.exactly_once.unwrap_or(ctx.cp.exactly_once) {
                     true if !ctx.cp.exactly_once => {
@@ -133,6 +142,11 @@ impl Output {
                 JsonLines::new(&b.schema).encode(b, buf);
                 s.write(buf.as_bytes())
             }
+            Output::Parts(s, buf, _) => {
+                buf.clear();
+                JsonLines::new(&b.schema).encode(b, buf);
+                s.write(buf.as_bytes()).await
+            }
             Output::Kafka(k) => k.write_batch(b).await,
         }
     }
@@ -141,6 +155,7 @@ impl Output {
         match self {
             Output::Plain(s) => s.write_encoded(lines.as_bytes()),
             Output::Txn(s, _) => s.write(lines.as_bytes()),
+            Output::Parts(s, _, _) => s.write(lines.as_bytes()).await,
             Output::Kafka(k) => k.write_encoded(lines).await,
         }
     }
@@ -156,6 +171,19 @@ impl Output {
                 let st = match id {
                     Some(id) => s.pre_commit(id)?,
                     None => s.finish()?,
+                };
+                AckData::Sink(serde_json::to_value(st).unwrap_or_default())
+            }
+            Output::Parts(s, _, later) => {
+                let st = match id {
+                    Some(id) => s.pre_commit(id).await?,
+                    None => {
+                        let st = s.finish().await?;
+                        if !*later {
+                            s.commit(u64::MAX).await?;
+                        }
+                        st
+                    }
                 };
                 AckData::Sink(serde_json::to_value(st).unwrap_or_default())
             }
@@ -196,6 +224,7 @@ impl Output {
     async fn commit(&mut self, id: u64) -> Result<(), ConnectorError> {
         match self {
             Output::Txn(s, _) => s.commit(id),
+            Output::Parts(s, _, _) => s.commit(id).await,
             Output::Kafka(Kafka {
                 writer: KafkaWriter::ExactlyOnce(w),
                 ..
@@ -211,7 +240,7 @@ impl Output {
             Output::Kafka(Kafka {
                 writer: KafkaWriter::ExactlyOnce(_),
                 ..
-            })
+            }) | Output::Parts(_, _, true)
         )
     }
 }
@@ -260,14 +289,37 @@ fn restored_kafka(
     }
 }
 
+/// A part sink's state in the checkpoint restored from.
+fn restored_parts(
+    name: &str,
+    state: Option<&serde_json::Value>,
+) -> Result<Option<PartsState>, ConnectorError> {
+    state
+        .map(|v| {
+            serde_json::from_value::<PartsState>(v.clone()).map_err(|e| {
+                ConnectorError::Config(format!("sink `{name}`: bad checkpoint state: {e}"))
+            })
+        })
+        .transpose()
+}
+
 /// For a job whose final checkpoint says it finished: commits what that checkpoint promised
-/// of its exactly-once Kafka sinks, in case the run that wrote it crashed before committing.
+/// of its exactly-once Kafka and part sinks, in case the run that wrote it crashed before
+/// committing.
 pub async fn recover_finished(
     graph: &super::graph::Graph,
     restore: &super::Restore,
     state_dir: &std::path::Path,
 ) -> Result<(), ConnectorError> {
     for (id, node) in graph.nodes.iter().enumerate() {
+        if let NodeKind::Sink(SinkSpec::Parts { path }) = &node.kind
+            && let Some(st) = restored_parts(&node.name, restore.meta.sinks.get(&node.name))?
+        {
+            // Publishes the promised epochs; the epoch after the checkpoint keeps everything
+            // published up to it.
+            let run = super::launch::run_id();
+            PartSink::open(path, &run, Some(st), restore.meta.id + 1).await?;
+        }
         if let NodeKind::Sink(SinkSpec::Kafka(k)) = &node.kind
             && let Some(restored) = restored_kafka(graph, id, Some(restore))?
         {

@@ -8,6 +8,7 @@ use crate::connectors::kafka::ClientSettings;
 use crate::connectors::kafka::sink::KafkaSinkConfig;
 use crate::connectors::kafka::source::{KafkaSourceConfig, StartFrom};
 use crate::connectors::nexmark::{Kind, NexmarkConfig};
+use crate::connectors::object_files::{self, ObjectDir, ObjectSourceConfig};
 use crate::connectors::{SinkSpec, SourceConnector, SourceSpec, TimeField};
 use crate::job::graph::{Node, NodeKind};
 use crate::record::{Schema, Type};
@@ -91,28 +92,10 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
         let (config, schema) = kafka_source(b, &format!("{path}.kafka"), &s.name, k);
         (SourceConnector::Kafka(config), schema, None, k.rate)
     } else if let Some(f) = &s.file {
-        let schema = match &f.schema {
-            Some(decl) => schema_of(b, &format!("{path}.file.schema"), decl),
-            None => match infer_schema(&f.path) {
-                Ok(s) => s,
-                Err(e) => {
-                    b.err(format!("{path}.file.path"), e.to_string());
-                    return;
-                }
-            },
-        };
-        if let Err(e) = crate::connectors::file::list_files(&f.path) {
-            b.err(format!("{path}.file.path"), e.to_string());
+        let Some((connector, schema)) = file_source(b, &format!("{path}.file"), f) else {
             return;
-        }
-        (
-            SourceConnector::File(FileConfig {
-                path: f.path.clone(),
-            }),
-            schema,
-            None,
-            None,
-        )
+        };
+        (connector, schema, None, f.rate)
     } else {
         return;
     };
@@ -124,6 +107,8 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
                     "nexmark"
                 } else if s.kafka.is_some() {
                     "kafka"
+                } else if s.file.is_some() {
+                    "file"
                 } else {
                     "generator"
                 }
@@ -214,6 +199,16 @@ pub(super) fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Op
     }
     match (&t.stdout, &t.file) {
         (Some(_), None) => Some(SinkSpec::Stdout),
+        (None, Some(f)) if f.path.ends_with('/') => Some(SinkSpec::Parts {
+            path: f.path.clone(),
+        }),
+        (None, Some(f)) if crate::objstore::is_remote(&f.path) => {
+            b.err(
+                format!("{path}.file.path"),
+                "an S3 file sink writes one part file per checkpoint under a prefix: end the path with `/` (s3://bucket/prefix/)",
+            );
+            None
+        }
         (None, Some(f)) if !f.path.trim().is_empty() => Some(SinkSpec::File {
             path: f.path.clone(),
         }),
@@ -229,6 +224,90 @@ pub(super) fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Op
             None
         }
     }
+}
+
+/// A file source: local files as they are, S3 prefixes through object_store. An S3 source's
+/// schema is inferred from the first object's first line (a request at validation), unless
+/// declared; a declared schema keeps validation offline.
+fn file_source(
+    b: &mut Builder<'_>,
+    path: &str,
+    f: &eddy_crds::plan::FileSource,
+) -> Option<(SourceConnector, Schema)> {
+    let remote = crate::objstore::is_remote(&f.path);
+    let watch = match &f.watch {
+        Some(_) if !remote => {
+            b.err(
+                format!("{path}.watch"),
+                "`watch` applies to S3 prefixes (s3://bucket/prefix/); local files are read once",
+            );
+            return None;
+        }
+        Some(d) => match b.duration(&format!("{path}.watch"), d)? {
+            ms if ms > 0 => Some(Duration::from_millis(ms as u64)),
+            _ => {
+                b.err(
+                    format!("{path}.watch"),
+                    "must be a positive duration, like `10s`",
+                );
+                return None;
+            }
+        },
+        None => None,
+    };
+    if remote {
+        let dir = match ObjectDir::open(&f.path, false) {
+            Ok(d) => d,
+            Err(e) => {
+                b.err(format!("{path}.path"), e.to_string());
+                return None;
+            }
+        };
+        let schema = match &f.schema {
+            Some(decl) => schema_of(b, &format!("{path}.schema"), decl),
+            None => match infer_remote(&dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    b.err(format!("{path}.path"), e);
+                    return None;
+                }
+            },
+        };
+        let config = ObjectSourceConfig { dir, watch };
+        return Some((SourceConnector::Objects(config), schema));
+    }
+    let schema = match &f.schema {
+        Some(decl) => schema_of(b, &format!("{path}.schema"), decl),
+        None => match infer_schema(&f.path) {
+            Ok(s) => s,
+            Err(e) => {
+                b.err(format!("{path}.path"), e.to_string());
+                return None;
+            }
+        },
+    };
+    if let Err(e) = crate::connectors::file::list_files(&f.path) {
+        b.err(format!("{path}.path"), e.to_string());
+        return None;
+    }
+    let config = FileConfig {
+        path: crate::objstore::local_path(&f.path).to_string(),
+    };
+    Some((SourceConnector::File(config), schema))
+}
+
+/// The schema of an S3 source from the first line of its first object.
+fn infer_remote(dir: &ObjectDir) -> Result<Schema, String> {
+    let first = crate::objstore::block_on(object_files::first_line(dir))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e}; or declare `schema:` to validate without reading the store"))?;
+    let Some((name, line)) = first else {
+        return Err(format!(
+            "{}: no records to infer a schema from (no *.json or *.jsonl object with a line); declare `schema:`",
+            dir.display()
+        ));
+    };
+    crate::connectors::file::schema_of_line(&name, &line).map_err(|e| e.to_string())
 }
 
 fn properties(p: &indexmap::IndexMap<String, String>) -> Vec<(String, String)> {

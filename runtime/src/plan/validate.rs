@@ -138,7 +138,16 @@ pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
         }
     }
     let dead_letter = match &plan.dead_letter {
-        Some(t) => sink_target(&mut b, "deadLetter", t),
+        Some(t) => match sink_target(&mut b, "deadLetter", t) {
+            Some(crate::connectors::SinkSpec::Parts { .. }) => {
+                b.err(
+                    "deadLetter.file.path",
+                    "dead letters are written as they come, to a file: not a directory or S3 prefix (a path ending in `/` or `s3://`)",
+                );
+                None
+            }
+            other => other,
+        },
         None => None,
     };
     if b.errors.is_empty() {

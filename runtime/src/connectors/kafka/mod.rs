@@ -82,6 +82,12 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news for a bounded read, not an error.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            return;
+        }
         let kind = format!("{:?}", error.rdkafka_error_code());
         self.warn(
             &kind,

@@ -142,7 +142,15 @@ impl KafkaSource {
             .set("enable.partition.eof", "true")
             // Results of transactional producers are read once they commit, never aborted ones.
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // librdkafka pauses fetching for this long whenever its local queue looks full
+            // (default 1 s): with a consumer that drains the queue in microseconds, that pause,
+            // not the CPU, capped reading at a quarter of the rate measured without it.
+            .set("fetch.queue.backoff.ms", "10");
+        // The user's properties win over these defaults.
+        for (k, v) in &self.cfg.client.properties {
+            c.set(k, v);
+        }
         let consumer: BaseConsumer<Ctx> = c
             .create_with_context(Ctx::new(self.client_name()))
             .map_err(|e| {
