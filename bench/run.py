@@ -62,7 +62,7 @@ def eddy_run(plan, count, p, out, input_file=None, extra=()):
     """One `eddy run` in a fresh child process; returns (cpu_s, wall_s, peak_rss_mb)."""
     text = open(os.path.join(ROOT, "bench", "plans", plan)).read()
     text = text.replace("__COUNT__", str(count)).replace("__OUT__", out).replace("__INPUT__", input_file or "")
-    path = out + ".plan.yaml"
+    path = out.rstrip("/") + ".plan.yaml"
     with open(path, "w") as f:
         f.write(text)
     # A fresh Python child per run, so RUSAGE_CHILDREN is this eddy process's alone.
@@ -105,10 +105,14 @@ def fmt(x):
 
 
 def checkpoint_cost(d):
-    """Keyed count with checkpoints every second against none, alternating; the same results."""
+    """Keyed count with checkpoints every second against none, alternating; the same results.
+
+    Checkpointed twice: into one exactly-once file (each checkpoint's results staged, then
+    appended: written twice) and into a directory of part files (staged, then renamed)."""
     n = size(20_000_000)
     plain_out, ck_out = os.path.join(d, "plain.jsonl"), os.path.join(d, "ck.jsonl")
-    plain, ck, chks, uploaded, state = [], [], 0, 0, 0
+    parts_out = os.path.join(d, "parts") + "/"
+    plain, ck, parts, chks, uploaded, state = [], [], [], 0, 0, 0
     for _ in range(RUNS):
         cpu, _, _ = eddy_run("keyed-count.yaml", n, 1, plain_out)
         plain.append(n / cpu)
@@ -117,16 +121,25 @@ def checkpoint_cost(d):
         cpu, _, _ = eddy_run("keyed-count.yaml", n, 1, ck_out,
                              extra=("--checkpoint-dir", ckdir, "--checkpoint-interval", "1s", "--job", "bench"))
         ck.append(n / cpu)
+        shutil.rmtree(ckdir + "-parts", ignore_errors=True)
+        cpu, _, _ = eddy_run("keyed-count.yaml", n, 1, parts_out,
+                             extra=("--checkpoint-dir", ckdir + "-parts", "--checkpoint-interval", "1s", "--job", "bench"))
+        parts.append(n / cpu)
         metas = glob.glob(os.path.join(ckdir, "local", "bench", "checkpoints", "chk-*", "_metadata.json"))
         chks = max(int(os.path.basename(os.path.dirname(m))[4:]) for m in metas) if metas else 0
         for m in metas:
             meta = json.load(open(m))
             if not meta.get("finished"):
                 uploaded, state = max(uploaded, meta["uploadedBytes"]), max(state, meta["stateBytes"])
-    match, _ = same(plain_out, ck_out)
-    p_, c_ = statistics.median(plain), statistics.median(ck)
+    joined = os.path.join(d, "parts.jsonl")
+    with open(joined, "w") as f:
+        for part in sorted(glob.glob(os.path.join(parts_out, "part-*.jsonl"))):
+            f.write(open(part).read())
+    match = same(plain_out, ck_out)[0] and same(plain_out, joined)[0]
+    p_, c_, k_ = statistics.median(plain), statistics.median(ck), statistics.median(parts)
     print(f"bench checkpoint-cost-p1 plain_per_cpu_s={fmt(p_)} checkpointed_per_cpu_s={fmt(c_)} "
-          f"ratio={c_ / p_:.3f} checkpoints={chks} max_uploaded_bytes={uploaded} max_state_bytes={state} "
+          f"ratio={c_ / p_:.3f} part_files_per_cpu_s={fmt(k_)} part_files_ratio={k_ / p_:.3f} "
+          f"checkpoints={chks} max_uploaded_bytes={uploaded} max_state_bytes={state} "
           f"results_match={'yes' if match else 'no'} records={n} runs={RUNS}", flush=True)
     return match
 

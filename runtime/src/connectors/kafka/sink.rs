@@ -190,13 +190,11 @@ enum TxnFailure {
     Fatal(String),
 }
 
+/// Only a fatal error (the producer was fenced, or is unusable) ends the job: anything else,
+/// such as timeouts while the cluster is away, is aborted and retried with backoff.
 fn classify(e: KafkaError) -> TxnFailure {
     match &e {
         KafkaError::Transaction(r) if r.is_fatal() => TxnFailure::Fatal(e.to_string()),
-        KafkaError::Transaction(r) if r.is_retriable() || r.txn_requires_abort() => {
-            TxnFailure::Retry(e.to_string())
-        }
-        KafkaError::Transaction(_) => TxnFailure::Fatal(e.to_string()),
         _ => TxnFailure::Retry(e.to_string()),
     }
 }
@@ -462,7 +460,15 @@ fn produce_epoch(
     path: &Path,
     timeout: Duration,
 ) -> Result<(), TxnFailure> {
-    p.begin_transaction().map_err(classify)?;
+    if let Err(e) = p.begin_transaction() {
+        // Most likely a transaction an earlier failed attempt could not abort: abort it now,
+        // so the next attempt starts clean.
+        let f = classify(e);
+        if matches!(f, TxnFailure::Retry(_)) {
+            let _ = p.abort_transaction(timeout);
+        }
+        return Err(f);
+    }
     let r = (|| {
         let f =
             File::open(path).map_err(|e| TxnFailure::Fatal(format!("{}: {e}", path.display())))?;
