@@ -1,6 +1,9 @@
 //! Object stores named by URL, shared by checkpoint storage and the file connectors:
 //! `s3://<bucket>/<prefix>` (credentials, region and endpoint from the standard `AWS_*`
-//! environment variables), else a local path (`file://` or plain).
+//! environment variables), `gs://<bucket>/<prefix>` (`GOOGLE_*`: a service account file or
+//! key, or the metadata server), `az://<container>/<prefix>` (`AZURE_*`: storage account and
+//! key, SAS or workload identity), else a local path (`file://` or plain). The same
+//! `object_store` code serves all three clouds; the tests run against an S3-compatible server.
 
 use object_store::ObjectStore;
 use std::sync::Arc;
@@ -19,7 +22,9 @@ pub type Remote = (Arc<dyn ObjectStore>, String);
 
 /// Whether `url` names a remote store rather than a local path.
 pub fn is_remote(url: &str) -> bool {
-    url.starts_with("s3://")
+    ["s3://", "gs://", "az://"]
+        .iter()
+        .any(|s| url.starts_with(s))
 }
 
 /// The local path a `file://` URL or plain path names.
@@ -30,6 +35,12 @@ pub fn local_path(url: &str) -> &str {
 /// The store for a remote URL and the prefix inside it, or `None` for local paths. Builds the
 /// client only: nothing is sent until the first request.
 pub fn remote(url: &str) -> Result<Option<Remote>, UrlError> {
+    if let Some(rest) = url
+        .strip_prefix("gs://")
+        .or_else(|| url.strip_prefix("az://"))
+    {
+        return other_cloud(url, rest);
+    }
     let Some(rest) = url.strip_prefix("s3://") else {
         return Ok(None);
     };
@@ -71,6 +82,42 @@ pub fn remote(url: &str) -> Result<Option<Remote>, UrlError> {
         Arc::new(store),
         prefix.trim_matches('/').to_string(),
     )))
+}
+
+/// Google Cloud Storage or Azure Blob Storage, configured from the environment.
+fn other_cloud(url: &str, rest: &str) -> Result<Option<Remote>, UrlError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let err = |msg: String| UrlError {
+        url: url.to_string(),
+        msg,
+    };
+    if bucket.is_empty() {
+        return Err(err(
+            "no bucket or container: expected gs://<bucket>/<prefix> or az://<container>/<prefix>"
+                .into(),
+        ));
+    }
+    let retry = object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    let store: Arc<dyn ObjectStore> = if url.starts_with("gs://") {
+        let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry);
+        Arc::new(b.build().map_err(|e| {
+            err(format!("{e}; set GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_SERVICE_ACCOUNT_KEY, or run where the metadata server gives credentials"))
+        })?)
+    } else {
+        let b = object_store::azure::MicrosoftAzureBuilder::from_env()
+            .with_container_name(bucket)
+            .with_retry(retry);
+        Arc::new(b.build().map_err(|e| {
+            err(format!("{e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token, or workload identity)"))
+        })?)
+    };
+    Ok(Some((store, prefix.trim_matches('/').to_string())))
 }
 
 /// An S3 error's code (`NoSuchBucket`, `SignatureDoesNotMatch`, ...) rather than the whole
@@ -123,5 +170,7 @@ mod tests {
         assert!(remote("s3:///x").is_err());
         assert_eq!(local_path("file:///tmp/a"), "/tmp/a");
         assert!(is_remote("s3://b/p") && !is_remote("/b/p"));
+        assert!(is_remote("gs://b/p") && is_remote("az://c/p"));
+        assert!(remote("gs:///x").is_err() && remote("az:///x").is_err());
     }
 }
