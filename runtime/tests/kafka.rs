@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{services, stderr_lines, wait_line};
+use common::{services, stderr_lines};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -140,6 +140,24 @@ fn produce(brokers: &str, topic: &str) -> (Counts, Vec<String>) {
     (reference, bad)
 }
 
+/// A log line without its terminal colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Every committed record of `topic`, read with `isolation.level=read_committed`.
 fn read_committed(brokers: &str, topic: &str, partitions: i32) -> Vec<String> {
     let consumer: BaseConsumer = config(brokers)
@@ -218,28 +236,65 @@ fn kafka_to_kafka_exactly_once_through_crashes() {
     };
 
     // Kill at random moments: each run gets past at least one completed checkpoint first
-    // (so the job makes progress), then dies somewhere in the following 0–1.5 s.
+    // (so the job makes progress), then dies somewhere in the following 0–1.5 s. The third
+    // run dies at a chosen moment instead: after a checkpoint completed and before its results
+    // reached Kafka (the commit is held back 2 s for it), so the next run must produce them.
     let mut rng = Lcg(common::now_ms() as u64);
-    let mut restored = 0;
+    let mut logs: Vec<Vec<String>> = Vec::new();
     for kill in 0..5 {
-        let mut child = cmd().spawn().expect("eddy");
-        let lines = stderr_lines(&mut child);
-        let seen = wait_line(&lines, "checkpoint completed", Duration::from_secs(120));
-        if seen.is_none() {
-            let _ = child.kill();
-            let status = child.wait().expect("wait");
-            let rest: Vec<String> = lines.try_iter().collect();
-            panic!(
-                "run {kill}: no checkpoint completed ({status}); its log:\n{}",
-                rest.join("\n")
-            );
+        let chosen = kill == 2;
+        let mut c = cmd();
+        if chosen {
+            c.env("EDDY_TEST_KAFKA_COMMIT_DELAY_MS", "2000");
         }
-        std::thread::sleep(Duration::from_millis(rng.next(1500)));
+        let mut child = c.spawn().expect("eddy");
+        let lines = stderr_lines(&mut child);
+        let trigger = if chosen {
+            "kafka sink: committing epoch"
+        } else {
+            "checkpoint completed"
+        };
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => {
+                    let l = plain(&l);
+                    let hit = l.contains(trigger);
+                    log.push(l);
+                    if hit {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().expect("wait");
+                    panic!(
+                        "run {kill}: no `{trigger}` ({status}); its log:\n{}",
+                        log.join("\n")
+                    );
+                }
+            }
+        }
+        if !chosen {
+            std::thread::sleep(Duration::from_millis(rng.next(1500)));
+        }
         // SIGKILL: nothing gets to clean up.
         let _ = child.kill();
         let _ = child.wait();
-        restored += 1;
+        log.extend(lines.try_iter().map(|l| plain(&l)));
+        logs.push(log);
     }
+    let replayed = logs[3]
+        .iter()
+        .find(|l| l.contains("kafka sink ready"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        replayed.contains("replaying=") && !replayed.contains("replaying=0"),
+        "the run after the kill between checkpoint and commit did not produce the pending results again: {replayed:?}"
+    );
     let out = cmd().output().expect("eddy");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "final run failed:\n{log}");
@@ -247,6 +302,7 @@ fn kafka_to_kafka_exactly_once_through_crashes() {
         log.contains("restoring from"),
         "the final run did not restore:\n{log}"
     );
+    let restarted = logs.len() + 1;
 
     let mut got: BTreeMap<(String, i64), Vec<(i64, i64)>> = BTreeMap::new();
     for v in read_committed(&brokers, &output, OUT_PARTITIONS) {
@@ -270,7 +326,7 @@ fn kafka_to_kafka_exactly_once_through_crashes() {
         .collect();
     assert!(
         missing.is_empty(),
-        "results missing after {restored} kills: {missing:?} ({} of {})",
+        "results missing after {restarted} runs: {missing:?} ({} of {})",
         got.len(),
         reference.len()
     );

@@ -130,16 +130,23 @@ fn idle_partitions_do_not_stall_windows_and_new_partitions_are_read() {
     }
     // Repeated until the source has picked the partition up and read it (discovery runs every
     // second); the window result then shows up.
-    // A new producer: the first one's metadata still says two partitions.
+    // A new producer: the first one's metadata still says two partitions. FRESH records go
+    // into the new partition right away, most likely before the source has discovered it:
+    // it must read the partition from its start, so its window counts all of them.
+    const FRESH: i64 = 50;
     let p: ThreadedProducer<DefaultProducerContext> = config(&brokers).create().expect("producer");
+    let t = base + 10_000;
+    for _ in 0..FRESH {
+        send(&p, &topic, 2, "fresh", t);
+    }
+    // Partition 0 moves on; the window fires once partition 2 is idle.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut fresh = None;
-    let mut t = base + 10_000;
+    let mut later = t + 3_000;
     while fresh.is_none() && Instant::now() < deadline {
-        send(&p, &topic, 2, "fresh", t);
-        send(&p, &topic, 0, "later", t + 3_000);
+        send(&p, &topic, 0, "later", later);
         fresh = wait_result(&rx, "\"fresh\"", Duration::from_secs(3));
-        t += 5_000;
+        later += 1_000;
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -147,8 +154,12 @@ fn idle_partitions_do_not_stall_windows_and_new_partitions_are_read() {
         first.is_some(),
         "the window of partition 0's records never fired: the empty partition held the watermark"
     );
-    assert!(
-        fresh.is_some(),
-        "records of the partition added during the run never reached the results"
+    let fresh =
+        fresh.expect("records of the partition added during the run never reached the results");
+    let j: serde_json::Value = serde_json::from_str(&fresh).expect("JSON result");
+    assert_eq!(
+        j["n"].as_i64(),
+        Some(FRESH),
+        "the new partition was not read from its start: {fresh}"
     );
 }

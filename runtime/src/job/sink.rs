@@ -120,7 +120,7 @@ impl Output {
                             "sink `{name}`: exactly-once delivery commits with checkpoints: run with --checkpoint-dir, or set `delivery: at-least-once`"
                         )));
                     }
-                    true => KafkaWriter::ExactlyOnce(open_exactly_once(ctx, k, epoch).await?),
+                    true => KafkaWriter::ExactlyOnce(open_exactly_once(ctx, k).await?),
                     false => KafkaWriter::AtLeastOnce(AtLeastOnce::open(k, name)?),
                 };
                 Ok(Output::Kafka(Kafka {
@@ -248,7 +248,6 @@ impl Output {
 async fn open_exactly_once(
     ctx: &TaskCtx,
     k: &KafkaSinkConfig,
-    epoch: u64,
 ) -> Result<ExactlyOnce, ConnectorError> {
     let name = &ctx.graph.nodes[ctx.id].name;
     let restored = restored_kafka(&ctx.graph, ctx.id, ctx.cp.restore.as_ref())?;
@@ -257,7 +256,6 @@ async fn open_exactly_once(
         name,
         sink_dir(ctx, "staging"),
         restored,
-        epoch,
         ctx.graph.max_parallelism,
     )
     .await
@@ -324,15 +322,7 @@ pub async fn recover_finished(
             && let Some(restored) = restored_kafka(graph, id, Some(restore))?
         {
             let dir = state_dir.join(format!("staging-{id}-sink"));
-            ExactlyOnce::open(
-                k,
-                &node.name,
-                dir,
-                Some(restored),
-                restore.meta.id + 1,
-                graph.max_parallelism,
-            )
-            .await?;
+            ExactlyOnce::open(k, &node.name, dir, Some(restored), graph.max_parallelism).await?;
         }
     }
     Ok(())

@@ -7,11 +7,13 @@
 //! transaction left open across a crash is lost (aborted when the restarted producer fences
 //! it). Results are therefore first written to a local log per checkpoint epoch; the barrier
 //! seals the epoch and the checkpoint stores its log (pre-commit). Once the checkpoint is
-//! complete, the epoch is produced in one Kafka transaction that also commits the epoch
-//! number as the offset of a marker consumer group (named after the `transactional.id`).
-//! A restore first fences older producers (`init_transactions` with the same stable
-//! `transactional.id`), reads the marker, and produces again exactly the checkpoint's epochs
-//! the marker does not cover. A `read_committed` consumer sees every result once.
+//! complete, the epoch is produced in one Kafka transaction that also commits the epoch's
+//! sequence number as the offset of a marker consumer group (`<transactional.id>.eddy-marker`).
+//! Every start first fences older producers (`init_transactions` with the same stable
+//! `transactional.id`), reads the marker, produces again exactly the restored checkpoint's
+//! epochs the marker does not cover, and numbers new epochs above the marker, so the marker
+//! only grows whatever checkpoint store or savepoint a run starts from. A `read_committed`
+//! consumer sees every result once.
 
 use super::{ClientSettings, Ctx, ms};
 use crate::connectors::ConnectorError;
@@ -48,7 +50,10 @@ pub struct KafkaTxnState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Epoch {
-    pub epoch: u64,
+    /// The marker value its transaction commits: increasing over the sink's whole life.
+    pub seq: u64,
+    /// The checkpoint that sealed it: its completion commits the epoch.
+    pub checkpoint: u64,
     pub records: u64,
     /// Name of its log file among the checkpoint's files.
     pub file: String,
@@ -175,8 +180,9 @@ pub struct ExactlyOnce {
     transactional_id: String,
     timeout: Duration,
     dir: PathBuf,
-    /// Epoch being written and its log (writer, records).
-    epoch: u64,
+    /// Sequence number of the next epoch sealed.
+    next_seq: u64,
+    /// The log being written (writer, records).
     current: Option<(BufWriter<File>, u64)>,
     pending: Vec<Epoch>,
     producer: Arc<ThreadedProducer<Ctx>>,
@@ -190,11 +196,29 @@ enum TxnFailure {
     Fatal(String),
 }
 
-/// Only a fatal error (the producer was fenced, or is unusable) ends the job: anything else,
-/// such as timeouts while the cluster is away, is aborted and retried with backoff.
+/// A fatal error (the producer was fenced or is unusable) or one no retry can cure (a record
+/// too large, a missing topic, no permission) ends the job with the error; anything else, such
+/// as timeouts while the cluster is away, is aborted and retried with backoff.
 fn classify(e: KafkaError) -> TxnFailure {
+    use RDKafkaErrorCode as C;
+    let permanent = |c: C| {
+        matches!(
+            c,
+            C::MessageSizeTooLarge
+                | C::UnknownTopic
+                | C::UnknownPartition
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::InvalidTransactionTimeout
+        )
+    };
     match &e {
-        KafkaError::Transaction(r) if r.is_fatal() => TxnFailure::Fatal(e.to_string()),
+        KafkaError::Transaction(r) if r.is_fatal() || permanent(r.code()) => {
+            TxnFailure::Fatal(e.to_string())
+        }
+        KafkaError::MessageProduction(c) if permanent(*c) => TxnFailure::Fatal(e.to_string()),
         _ => TxnFailure::Retry(e.to_string()),
     }
 }
@@ -207,7 +231,6 @@ impl ExactlyOnce {
         name: &str,
         dir: PathBuf,
         restored: Option<(KafkaTxnState, PathBuf)>,
-        epoch: u64,
         max_parallelism: u32,
     ) -> Result<ExactlyOnce, ConnectorError> {
         // Logs of epochs no checkpoint sealed belong to a crashed run: never committed.
@@ -228,7 +251,7 @@ impl ExactlyOnce {
             .create_with_context(Ctx::new(format!("sink {name}")))
             .map_err(kafka_err(&cfg.topic, "bad client configuration"))?;
         let mut mc = cfg.client.config();
-        mc.set("group.id", &cfg.transactional_id)
+        mc.set("group.id", format!("{}.eddy-marker", cfg.transactional_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed");
         let consumer: BaseConsumer<Ctx> = mc
@@ -240,12 +263,12 @@ impl ExactlyOnce {
                 cfg.topic
             ))
         })?;
-        let sink = ExactlyOnce {
+        let mut sink = ExactlyOnce {
             topic: cfg.topic.clone(),
             transactional_id: cfg.transactional_id.clone(),
             timeout: cfg.transaction_timeout,
             dir,
-            epoch,
+            next_seq: 1,
             current: None,
             pending: Vec::new(),
             producer: Arc::new(producer),
@@ -253,24 +276,26 @@ impl ExactlyOnce {
             max_parallelism,
         };
         sink.init().await?;
-        if let Some((state, from)) = restored {
-            let done = sink.committed_epoch().await?;
-            let todo: Vec<Epoch> = state
-                .pending
-                .into_iter()
-                .filter(|e| e.epoch > done)
-                .collect();
-            tracing::info!(
-                sink = name,
-                committed = done,
-                replaying = todo.len(),
-                "kafka sink restored"
-            );
+        let done = sink.committed_epoch().await?;
+        let (pending, from) = match restored {
+            Some((state, from)) => (state.pending, Some(from)),
+            None => (Vec::new(), None),
+        };
+        let last = pending.iter().map(|e| e.seq).max().unwrap_or(0);
+        let todo: Vec<Epoch> = pending.into_iter().filter(|e| e.seq > done).collect();
+        tracing::info!(
+            sink = name,
+            committed = done,
+            replaying = todo.len(),
+            "kafka sink ready"
+        );
+        if let Some(from) = from {
             for e in todo {
-                let path = from.join(&e.file);
-                sink.produce(e.epoch, path).await?;
+                sink.produce(e.seq, e.checkpoint, from.join(&e.file))
+                    .await?;
             }
         }
+        sink.next_seq = done.max(last) + 1;
         Ok(sink)
     }
 
@@ -332,15 +357,15 @@ impl ExactlyOnce {
         }
     }
 
-    fn log_path(&self, epoch: u64) -> PathBuf {
-        self.dir.join(format!("epoch-{epoch:010}.wal"))
+    fn log_name(seq: u64) -> String {
+        format!("epoch-{seq:010}.wal")
     }
 
     /// Appends one result to the current epoch's log: key length (`u32::MAX`: no key), value
     /// length, key, value.
     pub fn write(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), ConnectorError> {
         if self.current.is_none() {
-            let p = self.log_path(self.epoch);
+            let p = self.dir.join("open.wal");
             let f = File::create(&p).map_err(io(&p))?;
             self.current = Some((BufWriter::with_capacity(256 * 1024, f), 0));
         }
@@ -370,14 +395,23 @@ impl ExactlyOnce {
         if let Some((w, n)) = self.current.take() {
             let f = w.into_inner().map_err(|e| io(&self.dir)(e.into_error()))?;
             f.sync_data().map_err(io(&self.dir))?;
-            std::fs::rename(self.log_path(self.epoch), self.log_path(id)).map_err(io(&self.dir))?;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let file = Self::log_name(seq);
+            std::fs::rename(self.dir.join("open.wal"), self.dir.join(&file))
+                .map_err(io(&self.dir))?;
             self.pending.push(Epoch {
-                epoch: id,
+                seq,
+                checkpoint: id,
                 records: n,
-                file: format!("epoch-{id:010}.wal"),
+                file,
             });
         }
-        self.epoch = id + 1;
+        // A crashed run may have left this checkpoint's directory behind (same id, nothing
+        // stored): start it afresh.
+        if ck_dir.exists() {
+            std::fs::remove_dir_all(ck_dir).map_err(io(ck_dir))?;
+        }
         std::fs::create_dir_all(ck_dir).map_err(io(ck_dir))?;
         let mut files = Vec::new();
         for e in &self.pending {
@@ -402,9 +436,9 @@ impl ExactlyOnce {
 
     /// Checkpoint `id` completed: produces every sealed epoch up to it, one transaction each.
     pub async fn commit(&mut self, id: u64) -> Result<(), ConnectorError> {
-        while let Some(e) = self.pending.first().filter(|e| e.epoch <= id).cloned() {
+        while let Some(e) = self.pending.first().filter(|e| e.checkpoint <= id).cloned() {
             let path = self.dir.join(&e.file);
-            self.produce(e.epoch, path.clone()).await?;
+            self.produce(e.seq, e.checkpoint, path.clone()).await?;
             let _ = std::fs::remove_file(&path);
             self.pending.remove(0);
         }
@@ -413,7 +447,21 @@ impl ExactlyOnce {
 
     /// Produces the log at `path` as epoch `epoch` in one transaction, retrying (with backoff
     /// and a log line) while the cluster is unavailable.
-    async fn produce(&self, epoch: u64, path: PathBuf) -> Result<(), ConnectorError> {
+    async fn produce(
+        &self,
+        epoch: u64,
+        checkpoint: u64,
+        path: PathBuf,
+    ) -> Result<(), ConnectorError> {
+        tracing::info!(sink = %self.topic, epoch, checkpoint, "kafka sink: committing epoch");
+        // Fault injection for the crash tests: a kill lands between a checkpoint's completion
+        // and its commit.
+        if let Some(ms) = std::env::var("EDDY_TEST_KAFKA_COMMIT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let mut backoff = Duration::from_millis(500);
         loop {
             let p = self.producer.clone();
@@ -442,13 +490,13 @@ impl ExactlyOnce {
         }
     }
 
-    /// End of input: seals the last epoch for the final checkpoint.
+    /// End of input: seals the last epoch for the final checkpoint (whichever completes
+    /// next commits it).
     pub fn finish(
         &mut self,
         ck_dir: &Path,
     ) -> Result<(KafkaTxnState, Vec<LocalFile>), ConnectorError> {
-        let last = self.epoch;
-        self.pre_commit(last, ck_dir)
+        self.pre_commit(u64::MAX - 1, ck_dir)
     }
 }
 

@@ -4,9 +4,11 @@
 //! when a checkpoint completes, for lag monitoring.
 //!
 //! The watermark is the minimum over this worker's partitions of (largest event time −
-//! out-of-orderness); a partition that sent nothing for `idleTimeout` stops holding it back
-//! (Flink's `withIdleness`), and a worker whose partitions are all idle says so downstream
-//! ([`crate::exchange::IDLE`]) rather than stalling every window.
+//! out-of-orderness); a partition that has been read to its end and sent nothing for
+//! `idleTimeout` stops holding it back (Flink's `withIdleness`; "read to its end", so that a
+//! partition with a backlog is never skipped because the job was busy elsewhere), and a worker
+//! whose partitions are all idle says so downstream ([`crate::exchange::IDLE`]) rather than
+//! stalling every window.
 
 use super::{ClientSettings, Ctx};
 use crate::connectors::file::RowSeed;
@@ -79,6 +81,8 @@ struct Part {
     done: bool,
     max_ts: i64,
     last_seen: Instant,
+    /// Read to the end of the log (an end-of-partition event) and nothing since.
+    caught_up: bool,
 }
 
 pub struct KafkaSource {
@@ -93,6 +97,11 @@ pub struct KafkaSource {
     parts: BTreeMap<i32, Part>,
     /// Offsets from the checkpoint this run restored (every old worker's, merged).
     resumed: BTreeMap<i32, i64>,
+    /// Bounded reads: the end offsets the first run fixed (a restore reads to the same ends).
+    resumed_ends: BTreeMap<i32, i64>,
+    /// This run continues a checkpoint: partitions it does not list are new, read from the
+    /// start (not from `startFrom`, which is for a job's first run).
+    restored: bool,
     retry_at: Instant,
     backoff: Duration,
     next_discovery: Instant,
@@ -121,6 +130,8 @@ impl KafkaSource {
             consumer: None,
             parts: BTreeMap::new(),
             resumed: BTreeMap::new(),
+            resumed_ends: BTreeMap::new(),
+            restored: false,
             retry_at: now,
             backoff: Duration::from_millis(500),
             next_discovery: now,
@@ -198,7 +209,7 @@ impl KafkaSource {
                 .map_err(|e| format!("reading the offsets of {topic}/{p}: {e}"))?;
             let start = match self.resumed.get(&p) {
                 Some(o) => *o,
-                None if !initial => low,
+                None if !initial || self.restored => low,
                 None => match self.cfg.start {
                     StartFrom::Earliest => low,
                     StartFrom::Latest => high,
@@ -228,7 +239,10 @@ impl KafkaSource {
                 },
             };
             let start = start.max(low);
-            let end = self.cfg.bounded.then_some(high);
+            let end = self
+                .cfg
+                .bounded
+                .then(|| self.resumed_ends.get(&p).copied().unwrap_or(high));
             tpl.add_partition_offset(topic, p, Offset::Offset(start))
                 .map_err(|e| e.to_string())?;
             added.push((
@@ -239,6 +253,7 @@ impl KafkaSource {
                     done: end.is_some_and(|e| start >= e),
                     max_ts: i64::MIN,
                     last_seen: now,
+                    caught_up: false,
                 },
             ));
         }
@@ -275,6 +290,17 @@ impl KafkaSource {
     }
 }
 
+/// Runs a call that may block for seconds (metadata and offset lookups while the cluster is
+/// slow or away) without holding up the other tasks of the runtime thread it runs on.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The partition ids of `topic`, or why they cannot be had (yet).
 fn partitions(consumer: &BaseConsumer<Ctx>, topic: &str) -> Result<Vec<i32>, String> {
     let md = consumer
@@ -297,7 +323,7 @@ impl Source for KafkaSource {
             if Instant::now() < self.retry_at {
                 return Ok(true);
             }
-            match self.connect()? {
+            match blocking(|| self.connect())? {
                 Ok(()) => self.backoff = Duration::from_millis(500),
                 Err(e) => {
                     tracing::warn!(topic = %self.cfg.topic, worker = self.worker, retry_in_ms = self.backoff.as_millis() as u64, "kafka source: {e}; retrying");
@@ -309,7 +335,7 @@ impl Source for KafkaSource {
             }
         }
         if Instant::now() >= self.next_discovery {
-            self.discover();
+            blocking(|| self.discover());
         }
         let Some(consumer) = self.consumer.as_ref() else {
             return Ok(true);
@@ -326,6 +352,12 @@ impl Source for KafkaSource {
                     // The consumer's position passes transaction markers that are never
                     // delivered as records, so a bounded read ends on it, not on the last
                     // offset delivered.
+                    if let Some(part) = self.parts.get_mut(&p)
+                        && !part.caught_up
+                    {
+                        part.caught_up = true;
+                        part.last_seen = seen;
+                    }
                     if let Some(part) = self.parts.get_mut(&p)
                         && let Some(end) = part.end
                         && let Ok(pos) = consumer.position()
@@ -358,6 +390,7 @@ impl Source for KafkaSource {
             }
             part.next = offset + 1;
             part.last_seen = seen;
+            part.caught_up = false;
             n += 1;
             let text = match msg.payload().map(std::str::from_utf8) {
                 Some(Ok(t)) => t,
@@ -418,10 +451,16 @@ impl Source for KafkaSource {
     fn position(&self) -> serde_json::Value {
         // Partitions not (yet) assigned keep whatever the restored checkpoint said.
         let mut offsets = self.resumed.clone();
+        let mut ends = self.resumed_ends.clone();
         for (p, part) in &self.parts {
             offsets.insert(*p, part.next);
+            if let Some(e) = part.end {
+                ends.insert(*p, e);
+            }
         }
-        serde_json::json!({ "topic": self.cfg.topic, "offsets": offsets })
+        // `assigned`: offsets were ever resolved, so a restore treats unlisted partitions as new.
+        let assigned = self.restored || self.consumer.is_some();
+        serde_json::json!({ "topic": self.cfg.topic, "offsets": offsets, "ends": ends, "assigned": assigned })
     }
 
     fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
@@ -436,14 +475,25 @@ impl Source for KafkaSource {
                     self.cfg.topic
                 )));
             }
-            let offsets: BTreeMap<i32, i64> = serde_json::from_value(
-                v.get("offsets").cloned().unwrap_or_default(),
-            )
-            .map_err(|e| ConnectorError::Config(format!("bad kafka source position: {e}")))?;
-            for (p, o) in offsets {
-                // Every old worker recorded only its own partitions; keep this worker's.
-                if p as usize % self.workers == self.worker {
+            self.restored |= v.get("assigned").and_then(|a| a.as_bool()) == Some(true);
+            let map = |key: &str| -> Result<BTreeMap<i32, i64>, ConnectorError> {
+                match v.get(key) {
+                    None => Ok(BTreeMap::new()),
+                    Some(m) => serde_json::from_value(m.clone()).map_err(|e| {
+                        ConnectorError::Config(format!("bad kafka source position: {e}"))
+                    }),
+                }
+            };
+            // Every old worker recorded only its own partitions; keep this worker's.
+            let mine = |p: &i32| *p as usize % self.workers == self.worker;
+            for (p, o) in map("offsets")? {
+                if mine(&p) {
                     self.resumed.insert(p, o);
+                }
+            }
+            for (p, e) in map("ends")? {
+                if mine(&p) {
+                    self.resumed_ends.insert(p, e);
                 }
             }
         }
@@ -458,7 +508,10 @@ impl Source for KafkaSource {
         let now = Instant::now();
         self.parts
             .values()
-            .filter(|p| !p.done && now.duration_since(p.last_seen) < self.cfg.idle_timeout)
+            .filter(|p| {
+                let idle = p.caught_up && now.duration_since(p.last_seen) >= self.cfg.idle_timeout;
+                !(p.done || idle)
+            })
             .map(|p| {
                 p.max_ts
                     .saturating_sub(self.out_of_orderness)
