@@ -30,11 +30,8 @@ fn a_large_state_file_goes_up_in_parts_and_comes_back_whole() {
     }
     let src = dir.path().join("000042.sst");
     std::fs::write(&src, &data).expect("write");
-    let url = format!(
-        "s3://{}/tests/multipart-{}",
-        env["S3_BUCKET"],
-        common::now_ms()
-    );
+    let unique = format!("multipart-{}-{}", std::process::id(), common::now_ms());
+    let url = format!("s3://{}/tests/{unique}", env["S3_BUCKET"]);
     rt.block_on(async {
         let storage = CheckpointStorage::open(&url, "ns", "job")
             .await
@@ -65,7 +62,10 @@ fn a_large_state_file_goes_up_in_parts_and_comes_back_whole() {
         // The server (posix backend: one file per object) holds it whole.
         let on_disk = walk(std::path::Path::new(&env["S3_ROOT"]))
             .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(&refs[0].object))
+            .filter(|p| {
+                let p = p.to_string_lossy();
+                p.contains(&unique) && p.ends_with(&refs[0].object)
+            })
             .collect::<Vec<_>>();
         assert_eq!(
             on_disk.len(),
