@@ -289,6 +289,16 @@ impl ExactlyOnce {
             replaying = todo.len(),
             "kafka sink ready"
         );
+        if done == 0 && !todo.is_empty() {
+            // Either nothing was ever committed, or the brokers forgot the marker (offsets of
+            // a group without members expire after offsets.retention.minutes): replaying may
+            // then repeat results, which beats losing them.
+            tracing::warn!(
+                sink = name,
+                marker = %format!("{}.eddy-marker", cfg.transactional_id),
+                "kafka sink: no committed epoch on record; producing the checkpoint's pending results (if this job committed them more than offsets.retention.minutes ago, they appear twice)"
+            );
+        }
         if let Some(from) = from {
             for e in todo {
                 sink.produce(e.seq, e.checkpoint, from.join(&e.file))
