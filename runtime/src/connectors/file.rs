@@ -88,7 +88,6 @@ pub fn schema_of_line(name: &str, line: &str) -> Result<Schema, ConnectorError> 
 }
 
 pub struct FileSource {
-    schema: Arc<Schema>,
     files: Vec<PathBuf>,
     /// The file being read: name, reader, lines and bytes read so far.
     current: Option<(String, BufReader<File>, u64, u64)>,
@@ -96,10 +95,8 @@ pub struct FileSource {
     finished: std::collections::BTreeMap<String, (u64, u64)>,
     /// Where to start each file after a restore: name -> (byte offset, line number).
     resume_at: std::collections::BTreeMap<String, (u64, u64)>,
-    time: TimeField,
     line: String,
-    row: Vec<Value>,
-    projection: Option<Arc<[bool]>>,
+    records: JsonRecords,
 }
 
 impl FileSource {
@@ -119,15 +116,12 @@ impl FileSource {
             .collect();
         files.reverse();
         Ok(FileSource {
-            schema,
             files,
             current: None,
             finished: Default::default(),
             resume_at: Default::default(),
-            time,
-            projection,
             line: String::new(),
-            row: Vec::new(),
+            records: JsonRecords::new(schema, projection, time),
         })
     }
 }
@@ -182,35 +176,9 @@ impl Source for FileSource {
                 continue;
             }
             n += 1;
-            self.row.clear();
-            self.row.resize(self.schema.len(), Value::Null);
-            let mut de = serde_json::Deserializer::from_str(text);
-            let parsed = RowSeed {
-                schema: &self.schema,
-                row: &mut self.row,
-                mask: self.projection.as_deref(),
-            }
-            .deserialize(&mut de)
-            .and_then(|_| de.end());
-            if let Err(e) = parsed {
-                out.dead_raw(text.to_string(), format!("{name}:{lineno}: {e}"));
-                continue;
-            }
-            let t = match self.time {
-                TimeField::Processing | TimeField::Record => now,
-                TimeField::Field(f) => match self.row[f] {
-                    Value::Int(t) => t,
-                    ref other => {
-                        let field = &self.schema.fields[f].name;
-                        out.dead_raw(
-                            text.to_string(),
-                            format!("{name}:{lineno}: event time field `{field}` is {}, not an int (ms since epoch)", other.type_name()),
-                        );
-                        continue;
-                    }
-                },
-            };
-            out.push(self.row.drain(..), t);
+            let (name, lineno) = (name.as_str(), *lineno);
+            self.records
+                .push(text, &|| format!("{name}:{lineno}"), now, None, out);
         }
         Ok(true)
     }
@@ -262,6 +230,75 @@ pub(super) fn merge_positions(
         }
     }
     Ok(())
+}
+
+/// Decodes JSON-object records (a file's lines, a Kafka value) into rows of a schema, with
+/// their event time; shared by every source of JSON records.
+pub struct JsonRecords {
+    schema: Arc<Schema>,
+    mask: Option<Arc<[bool]>>,
+    time: TimeField,
+    row: Vec<Value>,
+}
+
+impl JsonRecords {
+    pub fn new(schema: Arc<Schema>, mask: Option<Arc<[bool]>>, time: TimeField) -> JsonRecords {
+        JsonRecords {
+            schema,
+            mask,
+            time,
+            row: Vec::new(),
+        }
+    }
+
+    /// Decodes `text` and pushes its row to `out`, returning its event time. A record that
+    /// does not decode or has no usable event time is dead-lettered instead, its reason led by
+    /// `at()` (where it came from), and `None` is returned. `record_time` is the record's own
+    /// timestamp, for sources that have one.
+    pub fn push(
+        &mut self,
+        text: &str,
+        at: &dyn Fn() -> String,
+        now: i64,
+        record_time: Option<i64>,
+        out: &mut Emit,
+    ) -> Option<i64> {
+        self.row.clear();
+        self.row.resize(self.schema.len(), Value::Null);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed = RowSeed {
+            schema: &self.schema,
+            row: &mut self.row,
+            mask: self.mask.as_deref(),
+        }
+        .deserialize(&mut de)
+        .and_then(|_| de.end());
+        if let Err(e) = parsed {
+            out.dead_raw(text.to_string(), format!("{}: {e}", at()));
+            return None;
+        }
+        let t = match self.time {
+            TimeField::Processing => now,
+            TimeField::Record => record_time.unwrap_or(now),
+            TimeField::Field(f) => match self.row[f] {
+                Value::Int(t) => t,
+                ref other => {
+                    let field = &self.schema.fields[f].name;
+                    out.dead_raw(
+                        text.to_string(),
+                        format!(
+                            "{}: event time field `{field}` is {}, not an int (ms since epoch)",
+                            at(),
+                            other.type_name()
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        out.push(self.row.drain(..), t);
+        Some(t)
+    }
 }
 
 /// Decodes one JSON object into `row` (already sized and nulled) by the schema.

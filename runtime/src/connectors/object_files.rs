@@ -4,7 +4,7 @@
 //! Reading happens in a background task that lists the prefix and streams each object (a
 //! ranged GET from the resume offset, never the whole object in memory) as chunks of complete
 //! lines through a bounded channel; `poll` decodes lines from the chunks with the local file
-//! source's [`RowSeed`]. Positions are byte offsets per object, in the local file source's
+//! source's [`JsonRecords`]. Positions are byte offsets per object, in the local file source's
 //! format (`{"files": {name: [bytes, lines]}}`), counted by `poll` as it consumes lines (not
 //! by the reader, which runs ahead), so a checkpoint never skips buffered lines.
 //!
@@ -16,15 +16,14 @@
 //! Keys with a segment starting with `_` or `.` are skipped (the part sink's `_staging/`, and
 //! the usual convention for hidden files), as are keys not ending in `.json` or `.jsonl`.
 
-use super::file::RowSeed;
+use super::file::JsonRecords;
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
-use crate::record::{Schema, Value};
+use crate::record::Schema;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt as _};
-use serde::de::DeserializeSeed as _;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,10 +236,8 @@ pub struct ObjectFileSource {
     config: ObjectSourceConfig,
     worker: usize,
     workers: usize,
-    schema: Arc<Schema>,
-    time: TimeField,
     out_of_orderness: i64,
-    projection: Option<Arc<[bool]>>,
+    records: JsonRecords,
     /// Started at the first poll, after `resume` told where to start.
     rx: Option<mpsc::Receiver<Result<Piece, ConnectorError>>>,
     reader: Option<tokio::task::JoinHandle<()>>,
@@ -251,7 +248,6 @@ pub struct ObjectFileSource {
     idle: bool,
     done: bool,
     max_ts: i64,
-    row: Vec<Value>,
 }
 
 impl Drop for ObjectFileSource {
@@ -276,10 +272,8 @@ impl ObjectFileSource {
             config,
             worker,
             workers: workers.max(1),
-            schema,
-            time,
             out_of_orderness,
-            projection,
+            records: JsonRecords::new(schema, projection, time),
             rx: None,
             reader: None,
             current: None,
@@ -288,7 +282,6 @@ impl ObjectFileSource {
             idle: false,
             done: false,
             max_ts: i64::MIN,
-            row: Vec::new(),
         }
     }
 
@@ -334,41 +327,13 @@ impl ObjectFileSource {
                 continue;
             }
             *n += 1;
-            self.row.clear();
-            self.row.resize(self.schema.len(), Value::Null);
-            let mut de = serde_json::Deserializer::from_str(text);
-            let parsed = RowSeed {
-                schema: &self.schema,
-                row: &mut self.row,
-                mask: self.projection.as_deref(),
+            let (name, lineno) = (cur.name.as_str(), cur.lines);
+            if let Some(t) = self
+                .records
+                .push(text, &|| format!("{name}:{lineno}"), now, None, out)
+            {
+                self.max_ts = self.max_ts.max(t);
             }
-            .deserialize(&mut de)
-            .and_then(|_| de.end());
-            if let Err(e) = parsed {
-                out.dead_raw(text.to_string(), format!("{}:{}: {e}", cur.name, cur.lines));
-                continue;
-            }
-            let t = match self.time {
-                TimeField::Processing | TimeField::Record => now,
-                TimeField::Field(f) => match self.row[f] {
-                    Value::Int(t) => t,
-                    ref other => {
-                        let field = &self.schema.fields[f].name;
-                        out.dead_raw(
-                            text.to_string(),
-                            format!(
-                                "{}:{}: event time field `{field}` is {}, not an int (ms since epoch)",
-                                cur.name,
-                                cur.lines,
-                                other.type_name()
-                            ),
-                        );
-                        continue;
-                    }
-                },
-            };
-            self.max_ts = self.max_ts.max(t);
-            out.push(self.row.drain(..), t);
         }
     }
 }

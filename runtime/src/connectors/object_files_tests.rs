@@ -2,7 +2,7 @@
 //! code; `tests/s3_files.rs` runs it against a real S3 server).
 
 use super::*;
-use crate::record::Type;
+use crate::record::{Type, Value};
 use std::time::Instant;
 
 fn schema() -> Arc<Schema> {

@@ -11,16 +11,15 @@
 //! stalling every window.
 
 use super::{ClientSettings, Ctx};
-use crate::connectors::file::RowSeed;
+use crate::connectors::file::JsonRecords;
 use crate::connectors::{ConnectorError, Source, TimeField, now_ms};
 use crate::exchange::IDLE;
 use crate::operators::Emit;
-use crate::record::{Schema, Value};
+use crate::record::Schema;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::de::DeserializeSeed;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,12 +86,10 @@ struct Part {
 
 pub struct KafkaSource {
     cfg: KafkaSourceConfig,
-    schema: Arc<Schema>,
     worker: usize,
     workers: usize,
-    time: TimeField,
     out_of_orderness: i64,
-    projection: Option<Arc<[bool]>>,
+    records: JsonRecords,
     consumer: Option<BaseConsumer<Ctx>>,
     parts: BTreeMap<i32, Part>,
     /// Offsets from the checkpoint this run restored (every old worker's, merged).
@@ -105,7 +102,6 @@ pub struct KafkaSource {
     retry_at: Instant,
     backoff: Duration,
     next_discovery: Instant,
-    row: Vec<Value>,
 }
 
 impl KafkaSource {
@@ -121,12 +117,10 @@ impl KafkaSource {
         let now = Instant::now();
         KafkaSource {
             cfg,
-            schema,
             worker,
             workers: workers.max(1),
-            time,
             out_of_orderness,
-            projection,
+            records: JsonRecords::new(schema, projection, time),
             consumer: None,
             parts: BTreeMap::new(),
             resumed: BTreeMap::new(),
@@ -135,7 +129,6 @@ impl KafkaSource {
             retry_at: now,
             backoff: Duration::from_millis(500),
             next_discovery: now,
-            row: Vec::new(),
         }
     }
 
@@ -410,40 +403,11 @@ impl Source for KafkaSource {
                     continue;
                 }
             };
-            self.row.clear();
-            self.row.resize(self.schema.len(), Value::Null);
-            let mut de = serde_json::Deserializer::from_str(text);
-            let parsed = RowSeed {
-                schema: &self.schema,
-                row: &mut self.row,
-                mask: self.projection.as_deref(),
+            let at = || format!("{topic}/{p}@{offset}");
+            let stamp = msg.timestamp().to_millis();
+            if let Some(t) = self.records.push(text, &at, now, stamp, out) {
+                part.max_ts = part.max_ts.max(t);
             }
-            .deserialize(&mut de)
-            .and_then(|_| de.end());
-            if let Err(e) = parsed {
-                out.dead_raw(text.to_string(), format!("{topic}/{p}@{offset}: {e}"));
-                continue;
-            }
-            let t = match self.time {
-                TimeField::Processing => now,
-                TimeField::Record => msg.timestamp().to_millis().unwrap_or(now),
-                TimeField::Field(f) => match self.row[f] {
-                    Value::Int(t) => t,
-                    ref other => {
-                        let field = &self.schema.fields[f].name;
-                        out.dead_raw(
-                            text.to_string(),
-                            format!(
-                                "{topic}/{p}@{offset}: event time field `{field}` is {}, not an int (ms since epoch)",
-                                other.type_name()
-                            ),
-                        );
-                        continue;
-                    }
-                },
-            };
-            part.max_ts = part.max_ts.max(t);
-            out.push(self.row.drain(..), t);
         }
         Ok(!self.finished())
     }
