@@ -11,13 +11,11 @@
 
 mod common;
 
+use common::kafka::{config, create_topics, read_committed};
+
 use common::{services, stderr_lines};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -64,32 +62,10 @@ impl Lcg {
     }
 }
 
-fn config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = config(brokers).create().expect("admin client");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let res = rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .expect("create topics");
-    for r in res {
-        r.expect("topic created");
-    }
-}
-
-/// Produces the input; returns the reference result (user, window start) -> (count, sum)
-/// and the bad records' values.
 /// (user, window start) -> (count, sum).
 type Counts = BTreeMap<(String, i64), (i64, i64)>;
 
+/// Produces the input; returns the reference result and the bad records' values.
 fn produce(brokers: &str, topic: &str) -> (Counts, Vec<String>) {
     let producer: ThreadedProducer<DefaultProducerContext> = config(brokers)
         .set("linger.ms", "20")
@@ -158,40 +134,6 @@ fn plain(line: &str) -> String {
     out
 }
 
-/// Every committed record of `topic`, read with `isolation.level=read_committed`.
-fn read_committed(brokers: &str, topic: &str, partitions: i32) -> Vec<String> {
-    let consumer: BaseConsumer = config(brokers)
-        .set("group.id", format!("reader-{topic}"))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let mut eof = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while eof.len() < partitions as usize {
-        assert!(Instant::now() < deadline, "reading {topic} took too long");
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8"))
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                eof.insert(p);
-            }
-            Some(Err(e)) => panic!("consume: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
 #[test]
 fn kafka_to_kafka_exactly_once_through_crashes() {
     let env = services();
@@ -201,7 +143,9 @@ fn kafka_to_kafka_exactly_once_through_crashes() {
     create_topics(
         &brokers,
         &[(&input, IN_PARTITIONS), (&output, OUT_PARTITIONS)],
-    );
+        false,
+    )
+    .expect("create topics");
     let (reference, bad) = produce(&brokers, &input);
 
     let dir = tempfile::tempdir().expect("tempdir");

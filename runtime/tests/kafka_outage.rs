@@ -7,15 +7,11 @@
 
 mod common;
 
+use common::kafka::{config, create_topics, read_committed};
+
 use common::{service, services, stderr_lines, wait_line};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,12 +41,6 @@ sinks:
   - { name: out, from: per_user, kafka: { brokers: BROKERS, topic: OUT, key: user } }
 "#;
 
-fn config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
 /// A broker that was just restarted may take a moment to accept requests again.
 fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -66,39 +56,6 @@ fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     }
 }
 
-fn read_committed(brokers: &str, topic: &str) -> Vec<String> {
-    let consumer: BaseConsumer = config(brokers)
-        .set("group.id", format!("reader-{topic}"))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let mut eof = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while eof.len() < 2 {
-        assert!(Instant::now() < deadline, "reading {topic} took too long");
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8"))
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                eof.insert(p);
-            }
-            Some(Err(e)) => panic!("consume: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
 #[test]
 fn the_job_waits_out_a_broker_outage_at_start_and_mid_run() {
     let env = services();
@@ -106,23 +63,7 @@ fn the_job_waits_out_a_broker_outage_at_start_and_mid_run() {
     let unique = format!("{}-{}", std::process::id(), common::now_ms());
     let (input, output) = (format!("oin-{unique}"), format!("oout-{unique}"));
     with_retries("create topics", || {
-        let admin: AdminClient<DefaultClientContext> =
-            config(&brokers).create().map_err(|e| e.to_string())?;
-        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        let topics = [
-            NewTopic::new(&input, 3, TopicReplication::Fixed(1)),
-            NewTopic::new(&output, 2, TopicReplication::Fixed(1)),
-        ];
-        for r in rt
-            .block_on(admin.create_topics(&topics, &AdminOptions::new()))
-            .map_err(|e| e.to_string())?
-        {
-            match r {
-                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => return Err(format!("{t}: {e}")),
-            }
-        }
-        Ok(())
+        create_topics(&brokers, &[(&input, 3), (&output, 2)], true)
     });
     let producer: ThreadedProducer<DefaultProducerContext> =
         config(&brokers).create().expect("producer");
@@ -216,7 +157,7 @@ fn the_job_waits_out_a_broker_outage_at_start_and_mid_run() {
     assert!(status.success(), "eddy failed: {}", log.join("\n"));
 
     let mut got: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
-    for v in read_committed(&brokers, &output) {
+    for v in read_committed(&brokers, &output, 2) {
         let j: serde_json::Value = serde_json::from_str(&v).expect("JSON");
         got.entry((
             j["user"].as_str().expect("user").to_string(),

@@ -4,9 +4,11 @@
 
 mod common;
 
+use common::kafka::{config, create_topics};
+use common::wait_line;
+
 use common::services;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::io::{BufRead, BufReader};
@@ -34,12 +36,6 @@ sinks:
   - { name: out, from: per_user, stdout: {} }
 "#;
 
-fn config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
 fn send(
     p: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
@@ -57,35 +53,12 @@ fn send(
     p.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// Waits for an output line containing `needle`.
-fn wait_result(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return Some(l),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
 #[test]
 fn idle_partitions_do_not_stall_windows_and_new_partitions_are_read() {
     let env = services();
     let brokers = env["KAFKA_BROKERS"].clone();
     let topic = format!("parts-{}-{}", std::process::id(), common::now_ms());
-    let admin: AdminClient<DefaultClientContext> = config(&brokers).create().expect("admin");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    for r in rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .expect("create")
-    {
-        r.expect("topic");
-    }
+    create_topics(&brokers, &[(&topic, 2)], false).expect("create topic");
     let p: ThreadedProducer<DefaultProducerContext> = config(&brokers).create().expect("producer");
     let base = 1_700_000_000_000i64;
     // Partition 0 only: partition 1 never gets a record.
@@ -119,9 +92,11 @@ fn idle_partitions_do_not_stall_windows_and_new_partitions_are_read() {
     // A later record on partition 0 moves its watermark past the first window; the window
     // fires only once partition 1 counts as idle.
     send(&p, &topic, 0, "later", base + 5_000);
-    let first = wait_result(&rx, "\"early\"", Duration::from_secs(30));
+    let first = wait_line(&rx, "\"early\"", Duration::from_secs(30));
 
     // A third partition, discovered while the job runs.
+    let admin: AdminClient<DefaultClientContext> = config(&brokers).create().expect("admin");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let added = rt
         .block_on(admin.create_partitions(&[NewPartitions::new(&topic, 3)], &AdminOptions::new()))
         .expect("create partitions");
@@ -145,7 +120,7 @@ fn idle_partitions_do_not_stall_windows_and_new_partitions_are_read() {
     let mut later = t + 3_000;
     while fresh.is_none() && Instant::now() < deadline {
         send(&p, &topic, 0, "later", later);
-        fresh = wait_result(&rx, "\"fresh\"", Duration::from_secs(3));
+        fresh = wait_line(&rx, "\"fresh\"", Duration::from_secs(3));
         later += 1_000;
     }
     let _ = child.kill();

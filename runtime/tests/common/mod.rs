@@ -2,6 +2,8 @@
 // Each test file compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command};
 use std::sync::mpsc;
