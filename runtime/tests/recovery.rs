@@ -8,7 +8,6 @@ mod common;
 
 use common::{finish, next, start_admin, stderr_lines, stop_with_savepoint, wait_line};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PLAN: &str = r#"
@@ -32,60 +31,25 @@ sinks:
   - { name: user_sessions, from: sessions, file: { path: OUT/sessions.jsonl } }
 "#;
 
-struct Job {
-    dir: tempfile::TempDir,
-    plan: PathBuf,
+use common::CheckpointedJob as Job;
+
+fn new_job(rate: u64) -> Job {
+    Job::write(|out| PLAN.replace("RATE", &rate.to_string()).replace("OUT", out))
 }
 
-impl Job {
-    fn new(rate: u64) -> Job {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("out");
-        let plan = dir.path().join("job.yaml");
-        let text = PLAN
-            .replace("RATE", &rate.to_string())
-            .replace("OUT", out.to_str().expect("utf8 path"));
-        std::fs::write(&plan, text).expect("write plan");
-        Job { dir, plan }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_eddy"));
-        c.arg("run")
-            .arg(&self.plan)
-            .arg("--quiet")
-            .args([
-                "--checkpoint-dir",
-                self.path("ckpt").to_str().expect("utf8"),
-            ])
-            .args(args)
-            .env("EDDY_LOG", "eddy=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    /// The committed output, sorted (workers interleave their results in any order).
-    fn output(&self) -> Vec<String> {
-        let mut all = Vec::new();
-        for f in ["out/windows.jsonl", "out/sessions.jsonl"] {
-            let text = std::fs::read_to_string(self.path(f)).unwrap_or_default();
-            all.extend(text.lines().map(str::to_string));
-        }
-        all.sort();
-        all
-    }
+/// The committed output of both sinks, sorted together.
+fn output(job: &Job) -> Vec<String> {
+    let mut all = job.sorted_lines("out/windows.jsonl");
+    all.extend(job.sorted_lines("out/sessions.jsonl"));
+    all.sort();
+    all
 }
 
 /// The reference: one uninterrupted run.
 fn reference() -> Vec<String> {
-    let job = Job::new(1_000_000);
+    let job = new_job(1_000_000);
     finish(job.cmd(&["-p", "2"]).spawn().expect("spawn"));
-    let out = job.output();
+    let out = output(&job);
     assert!(out.len() > 300, "reference too small: {}", out.len());
     out
 }
@@ -94,7 +58,7 @@ fn reference() -> Vec<String> {
 fn killed_with_sigkill_again_and_again_it_loses_and_repeats_nothing() {
     let expected = reference();
     // About 8 s of input at 5,000 records/s, checkpoints every 300 ms.
-    let job = Job::new(5_000);
+    let job = new_job(5_000);
     let args = ["-p", "2", "--checkpoint-interval", "300ms"];
     let mut seed = 42;
     let mut kills = 0;
@@ -128,20 +92,20 @@ fn killed_with_sigkill_again_and_again_it_loses_and_repeats_nothing() {
         log.iter().any(|l| l.contains("restoring from")),
         "the last run did not restore: {log:?}"
     );
-    assert_eq!(job.output(), expected);
+    assert_eq!(output(&job), expected);
     // Running it again finds the job finished and leaves the output alone.
     let log = finish(job.cmd(&args).spawn().expect("spawn"));
     assert!(
         log.iter().any(|l| l.contains("already finished")),
         "{log:?}"
     );
-    assert_eq!(job.output(), expected);
+    assert_eq!(output(&job), expected);
 }
 
 #[test]
 fn savepoint_restores_at_parallelism_1_then_3_then_2_with_identical_results() {
     let expected = reference();
-    let job = Job::new(8_000);
+    let job = new_job(8_000);
     let mut restore: Option<String> = None;
     for p in ["1", "3"] {
         let mut args = vec!["-p", p];
@@ -164,13 +128,13 @@ fn savepoint_restores_at_parallelism_1_then_3_then_2_with_identical_results() {
             .expect("spawn"),
     );
     assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:?}");
-    assert_eq!(job.output(), expected);
+    assert_eq!(output(&job), expected);
 }
 
 #[test]
 fn damaged_checkpoints_are_skipped_for_the_previous_complete_one() {
     let expected = reference();
-    let job = Job::new(4_000);
+    let job = new_job(4_000);
     let args = [
         "-p",
         "2",
@@ -239,5 +203,5 @@ fn damaged_checkpoints_are_skipped_for_the_previous_complete_one() {
             .any(|l| l.contains("skipping an incomplete or damaged checkpoint")),
         "no warning: {log:?}"
     );
-    assert_eq!(job.output(), expected);
+    assert_eq!(output(&job), expected);
 }

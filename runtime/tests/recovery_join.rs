@@ -8,8 +8,7 @@
 mod common;
 
 use common::{finish, next, start_admin, stderr_lines, stop_with_savepoint, wait_line};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 /// 100,000 nexmark events (2,000 persons, 6,000 auctions, 92,000 bids) over 200 s of event
@@ -57,67 +56,30 @@ sinks:
 
 const OUTPUTS: [&str; 3] = ["out/hot.jsonl", "out/priciest.jsonl", "out/sellers.jsonl"];
 
-struct Job {
-    dir: tempfile::TempDir,
-    plan: PathBuf,
-}
+use common::CheckpointedJob as Job;
 
-impl Job {
-    /// A job whose sources emit `rate` events per second in all.
-    fn new(rate: u64) -> Job {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("out");
-        let plan = dir.path().join("job.yaml");
-        // 1 person, 3 auctions and 46 bids in every 50 events; at least 1 per second each.
-        let share = |n: u64| (rate * n / 50).max(1).to_string();
-        let text = PLAN
-            .replace("PERSONS", &share(1))
+/// A job whose sources emit `rate` events per second in all.
+fn new_job(rate: u64) -> Job {
+    // 1 person, 3 auctions and 46 bids in every 50 events; at least 1 per second each.
+    let share = |n: u64| (rate * n / 50).max(1).to_string();
+    Job::write(|out| {
+        PLAN.replace("PERSONS", &share(1))
             .replace("AUCTIONS", &share(3))
             .replace("BIDS", &share(46))
-            .replace("OUT", out.to_str().expect("utf8 path"));
-        std::fs::write(&plan, text).expect("write plan");
-        Job { dir, plan }
-    }
+            .replace("OUT", out)
+    })
+}
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_eddy"));
-        c.arg("run")
-            .arg(&self.plan)
-            .arg("--quiet")
-            .args([
-                "--checkpoint-dir",
-                self.path("ckpt").to_str().expect("utf8"),
-            ])
-            .args(args)
-            .env("EDDY_LOG", "eddy=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    /// Each output's committed lines, sorted (workers interleave their results in any order).
-    fn output(&self) -> Vec<Vec<String>> {
-        OUTPUTS
-            .iter()
-            .map(|f| {
-                let text = std::fs::read_to_string(self.path(f)).unwrap_or_default();
-                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-                lines.sort();
-                lines
-            })
-            .collect()
-    }
+/// Each output's committed lines, sorted.
+fn output(job: &Job) -> Vec<Vec<String>> {
+    OUTPUTS.iter().map(|f| job.sorted_lines(f)).collect()
 }
 
 /// The reference: one uninterrupted, unpaced run.
 fn reference() -> Vec<Vec<String>> {
-    let job = Job::new(10_000_000);
+    let job = new_job(10_000_000);
     finish(job.cmd(&["-p", "2"]).spawn().expect("spawn"));
-    let out = job.output();
+    let out = output(&job);
     // About 400 sliding windows with 3 auctions each; thousands of (person, auction) pairs.
     assert!(out[0].len() > 1100, "top rows: {}", out[0].len());
     assert_eq!(out[1].len(), 200 * 2, "top bids per second");
@@ -176,7 +138,7 @@ fn complete_checkpoints(job: &Job) -> usize {
 fn join_and_top_killed_with_sigkill_lose_and_repeat_nothing() {
     let expected = reference();
     // About 8 s of input at 12,500 events/s, checkpoints every 300 ms.
-    let job = Job::new(12_500);
+    let job = new_job(12_500);
     let args = ["-p", "2", "--checkpoint-interval", "300ms"];
     let mut seed = 7;
     let mut kills = 0;
@@ -224,13 +186,13 @@ fn join_and_top_killed_with_sigkill_lose_and_repeat_nothing() {
         restored_runs >= 2,
         "{restored_runs} restored runs were killed"
     );
-    assert_same(&job.output(), &expected);
+    assert_same(&output(&job), &expected);
 }
 
 #[test]
 fn join_and_top_savepoint_restores_at_parallelism_1_then_3() {
     let expected = reference();
-    let job = Job::new(12_500);
+    let job = new_job(12_500);
     let (mut child, rx, addr) =
         start_admin(job.cmd(&["-p", "1", "--checkpoint-interval", "500ms"]));
     // Some state in both operators: wait for a checkpoint, so the sources have run a while.
@@ -241,7 +203,7 @@ fn join_and_top_savepoint_restores_at_parallelism_1_then_3() {
     let sp = stop_with_savepoint(&addr);
     assert!(Path::new(&sp).join("_metadata.json").is_file(), "{sp}");
     assert!(child.wait().expect("wait").success());
-    let partial = job.output();
+    let partial = output(&job);
     assert!(
         partial
             .iter()
@@ -255,5 +217,5 @@ fn join_and_top_savepoint_restores_at_parallelism_1_then_3() {
             .expect("spawn"),
     );
     assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:?}");
-    assert_same(&job.output(), &expected);
+    assert_same(&output(&job), &expected);
 }

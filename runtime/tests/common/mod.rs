@@ -123,3 +123,50 @@ pub fn stop_with_savepoint(addr: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// A plan in a temporary directory, run by `eddy run` with its checkpoints in `ckpt/` there
+/// and its outputs under `out/`.
+pub struct CheckpointedJob {
+    pub dir: tempfile::TempDir,
+    pub plan: std::path::PathBuf,
+}
+
+impl CheckpointedJob {
+    /// Writes the plan `text` returns for the outputs' directory.
+    pub fn write(text: impl FnOnce(&str) -> String) -> CheckpointedJob {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let plan = dir.path().join("job.yaml");
+        std::fs::write(&plan, text(out.to_str().expect("utf8 path"))).expect("write plan");
+        CheckpointedJob { dir, plan }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_eddy"));
+        c.arg("run")
+            .arg(&self.plan)
+            .arg("--quiet")
+            .args([
+                "--checkpoint-dir",
+                self.path("ckpt").to_str().expect("utf8"),
+            ])
+            .args(args)
+            .env("EDDY_LOG", "eddy=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    }
+
+    pub fn path(&self, p: &str) -> std::path::PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The committed lines of output `f` (relative to the job's directory), sorted: workers
+    /// interleave their results in any order.
+    pub fn sorted_lines(&self, f: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.path(f)).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+}
