@@ -60,6 +60,9 @@ pub struct WindowAgg {
     /// Keys in the most recently fired pane, to size new panes.
     last_pane_keys: usize,
     win_buf: Vec<(i64, i64)>,
+    /// Emptied maps of dropped panes, reused for new ones: a fresh map of thousands of keys
+    /// is cold memory (page faults, then cache misses on every insert), a reused one is warm.
+    spare: Vec<Map<Key, Entry>>,
 }
 
 impl WindowAgg {
@@ -78,6 +81,7 @@ impl WindowAgg {
             key_buf: Vec::new(),
             last_pane_keys: 0,
             win_buf: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -152,12 +156,16 @@ impl WindowAgg {
             }
         }
         for k in done {
-            if let Some(pane) = self.panes.remove(&k) {
+            if let Some(mut pane) = self.panes.remove(&k) {
                 self.cached -= pane.keys.len();
                 if pane.persisted
-                    && let Err(e) = self.forget(k, pane)
+                    && let Err(e) = self.forget(k)
                 {
                     out.dead_raw(String::new(), format!("state store: {e}"));
+                }
+                if self.spare.len() < 2 {
+                    pane.keys.clear();
+                    self.spare.push(pane.keys);
                 }
             }
         }
@@ -233,8 +241,11 @@ impl WindowAgg {
             // Size a new pane like the last one: growing a map of thousands of keys rehashes
             // (and moves) it many times.
             let hint = self.last_pane_keys;
+            let spare = &mut self.spare;
             let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
-                keys: Map::with_capacity_and_hasher(hint, Default::default()),
+                keys: spare
+                    .pop()
+                    .unwrap_or_else(|| Map::with_capacity_and_hasher(hint, Default::default())),
                 ..Pane::default()
             });
             let entry = match pane.keys.get_mut(&self.key_buf[..]) {

@@ -7,7 +7,7 @@
 //! each). Times are order-preserving, so one pane of one key group is one prefix.
 
 use super::aggregate::Accs;
-use super::window_agg::{Entry, Key, Pane, Sess, WindowAgg};
+use super::window_agg::{Entry, Key, Sess, WindowAgg};
 use super::{Emit, Keyed};
 use crate::exchange::canonical_bytes;
 use crate::expr::V;
@@ -182,11 +182,7 @@ impl WindowAgg {
     }
 
     /// Removes a dropped pane's entries from the store.
-    pub(super) fn forget(
-        &mut self,
-        (end, start): (i64, i64),
-        _pane: Pane,
-    ) -> Result<(), StateError> {
+    pub(super) fn forget(&mut self, (end, start): (i64, i64)) -> Result<(), StateError> {
         let Some(st) = &self.state else {
             return Ok(());
         };
