@@ -313,6 +313,10 @@ fn kind_strategy() -> impl Strategy<Value = Kind> {
     prop_oneof![
         (1i64..40).prop_map(|s| Kind::Tumbling(s * 4096)),
         (1i64..10, 1i64..4).prop_map(|(a, b)| Kind::Sliding(a * b * 4096, b * 4096)),
+        // A slide that does not divide the size: state is kept in gcd-wide slices.
+        (2i64..30)
+            .prop_flat_map(|s| (Just(s), 1..s))
+            .prop_map(|(s, d)| Kind::Sliding(s * 4096, d * 4096)),
         (1i64..20).prop_map(|g| Kind::Session(g * 1024)),
     ]
 }

@@ -338,7 +338,7 @@ pub(super) async fn sink_task(
     let mut sink = Output::open(&ctx, spec).await?;
     let om = ctx.om(Role::Sink);
     let senders = ctx.senders();
-    let mut align = Align::new(&senders);
+    let mut align = Align::new(&senders, false);
     let total: usize = senders.iter().sum();
     let mut marks = vec![i64::MIN; total];
     let slot = ctx.metrics.sink_slot();

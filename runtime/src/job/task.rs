@@ -93,6 +93,8 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
     // Positions of checkpoints not known complete yet, for `Source::on_completed`.
     let mut recorded: VecDeque<(u64, serde_json::Value)> = VecDeque::new();
     let mut idle = false;
+    // Until something was sent: downstream start gates wait for each sender's first message.
+    let mut announced = false;
     loop {
         let id = *trigger.borrow_and_update();
         while injected < id {
@@ -104,6 +106,7 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
             }
             ctx.ack(injected, AckData::Source(pos));
             out.barrier(injected).await?;
+            announced = true;
         }
         if completed.has_changed().unwrap_or(false) {
             let done = *completed.borrow_and_update();
@@ -158,6 +161,11 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
         if !more {
             break;
         }
+        if !announced {
+            // The first poll tells an empty split from one with data: only now say "active".
+            out.watermark(wm).await?;
+            announced = true;
+        }
         if polled == 0
             && let Some(wait) = source.backoff()
         {
@@ -188,9 +196,18 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
 
 /// Barrier alignment over a task's senders: a sender that delivered barrier n is blocked (its
 /// later messages held back) until every live sender delivered it.
+///
+/// With a start gate (operators), each sender's first message also goes ahead of every other
+/// sender's second: a source split with nothing to read ends (or goes idle) before any data
+/// is processed, instead of whenever its task happens to be scheduled. Otherwise the input
+/// watermark, and so which records are late, would depend on start-up timing.
 pub(super) struct Align {
     blocked: Vec<Vec<bool>>,
     ended: Vec<Vec<bool>>,
+    /// Senders that have not sent their first message yet (all zero without a start gate).
+    unstarted: Vec<Vec<bool>>,
+    waiting: usize,
+    gate: VecDeque<Envelope>,
     held: VecDeque<Envelope>,
     replay: VecDeque<Envelope>,
     barrier: Option<u64>,
@@ -199,10 +216,13 @@ pub(super) struct Align {
 }
 
 impl Align {
-    pub(super) fn new(senders: &[usize]) -> Align {
+    pub(super) fn new(senders: &[usize], start_gate: bool) -> Align {
         Align {
             blocked: senders.iter().map(|n| vec![false; *n]).collect(),
             ended: senders.iter().map(|n| vec![false; *n]).collect(),
+            unstarted: senders.iter().map(|n| vec![start_gate; *n]).collect(),
+            waiting: if start_gate { senders.iter().sum() } else { 0 },
+            gate: VecDeque::new(),
             held: VecDeque::new(),
             replay: VecDeque::new(),
             barrier: None,
@@ -216,6 +236,20 @@ impl Align {
                 Some(e) => e,
                 None => inbox.recv().await?,
             };
+            if self.waiting > 0 {
+                let first = &mut self.unstarted[env.port as usize][env.from as usize];
+                if !*first {
+                    self.gate.push_back(env);
+                    continue;
+                }
+                *first = false;
+                self.waiting -= 1;
+                if self.waiting == 0 {
+                    let mut replay = std::mem::take(&mut self.gate);
+                    replay.extend(self.replay.drain(..));
+                    self.replay = replay;
+                }
+            }
             if self.blocked[env.port as usize][env.from as usize] {
                 self.held.push_back(env);
                 continue;
@@ -339,7 +373,7 @@ pub(super) async fn operator_task(
     let om = ctx.om(Role::Other);
     let mut emit = ctx.emit();
     let senders = ctx.senders();
-    let mut align = Align::new(&senders);
+    let mut align = Align::new(&senders, true);
     let mut marks: Vec<Vec<i64>> = senders.iter().map(|n| vec![i64::MIN; *n]).collect();
     let total: usize = senders.iter().sum();
     let mut ended = 0usize;
@@ -347,6 +381,9 @@ pub(super) async fn operator_task(
     let mut idle_out = false;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     let ticks = op.wants_ticks();
+    // A first message right away, so downstream start gates (see `Align`) never wait on an
+    // operator that has nothing to say yet.
+    out.watermark(current).await?;
     loop {
         let env = tokio::select! {
             env = align.next(&mut inbox) => env,

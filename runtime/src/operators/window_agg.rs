@@ -1,9 +1,14 @@
 //! Keyed windowed aggregation: tumbling, sliding and session windows, on event or processing
 //! time, with allowed lateness and a late-data side output.
 //!
-//! Aligned windows keep one pane per window (ordered by end) holding a map from key to
-//! accumulators, so firing on a watermark pops whole panes instead of scanning keys. Sessions
-//! keep a list per key and a timer map ordered by session end.
+//! Aligned windows keep their state in *slices* (as Flink SQL's window slicing does): a slice
+//! is `gcd(size, slide)` wide, every window is a union of whole slices, and a record updates
+//! the one slice holding it however many sliding windows hold it (a 10 s / 2 s window was five
+//! updates per record, now one, plus a merge of five slices per key when a window fires).
+//! Tumbling windows are their own single slice. Each slice holds a map from key to
+//! accumulators, so firing on a watermark merges whole slices instead of scanning keys.
+//! Whether a window has fired follows from the watermark alone (`end - 1 <= watermark`).
+//! Sessions keep a list per key and a timer map ordered by session end.
 
 use super::aggregate::{Acc, Accs, apply, eval_args, new_accs};
 use super::window::WindowKind;
@@ -18,15 +23,14 @@ use std::sync::Arc;
 pub(super) type Key = smallvec::SmallVec<[Value; 1]>;
 pub(super) type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
 
-/// One key's accumulators in one window.
+/// One key's accumulators in one slice.
 pub(super) struct Entry {
     pub(super) accs: Accs,
-    /// Emitted already (later updates re-emit, within the allowed lateness).
-    pub(super) fired: bool,
     /// Changed since it was last written to the store.
     pub(super) dirty: bool,
 }
 
+/// One slice's state, keyed in `WindowAgg::panes` by `(end, start)`.
 #[derive(Default)]
 pub(super) struct Pane {
     pub(super) keys: Map<Key, Entry>,
@@ -48,6 +52,13 @@ pub struct WindowAgg {
     input: Arc<Schema>,
     has_late_output: bool,
     pub(super) wm: i64,
+    /// Windows ending at or before `fired_to + 1` have fired.
+    fired_to: i64,
+    /// Window size and slide (equal for tumbling windows), and the slice width.
+    size: i64,
+    slide: i64,
+    slice: i64,
+    /// Slices by `(end, start)`.
     pub(super) panes: BTreeMap<(i64, i64), Pane>,
     pub(super) sessions: Map<Key, Vec<Sess>>,
     pub(super) timers: BTreeMap<i64, Vec<Key>>,
@@ -59,19 +70,34 @@ pub struct WindowAgg {
     key_buf: Vec<Value>,
     /// Keys in the most recently fired pane, to size new panes.
     last_pane_keys: usize,
-    win_buf: Vec<(i64, i64)>,
     /// Emptied maps of dropped panes, reused for new ones: a fresh map of thousands of keys
     /// is cold memory (page faults, then cache misses on every insert), a reused one is warm.
     spare: Vec<Map<Key, Entry>>,
+    /// Scratch for merging a window's slices.
+    merged: Map<Key, Accs>,
+    ends: Vec<i64>,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl WindowAgg {
     pub fn new(spec: Arc<WindowAggSpec>, input: Arc<Schema>, has_late_output: bool) -> WindowAgg {
+        let (size, slide) = match spec.window.kind {
+            WindowKind::Tumbling { size } => (size, size),
+            WindowKind::Sliding { size, slide } => (size, slide),
+            WindowKind::Session { gap } => (gap, gap),
+        };
         WindowAgg {
             spec,
             input,
             has_late_output,
             wm: i64::MIN,
+            fired_to: i64::MIN,
+            size,
+            slide,
+            slice: gcd(size, slide).max(1),
             panes: BTreeMap::new(),
             sessions: Map::default(),
             timers: BTreeMap::new(),
@@ -80,8 +106,9 @@ impl WindowAgg {
             state: None,
             key_buf: Vec::new(),
             last_pane_keys: 0,
-            win_buf: Vec::new(),
             spare: Vec::new(),
+            merged: Map::default(),
+            ends: Vec::new(),
         }
     }
 
@@ -131,44 +158,150 @@ impl WindowAgg {
             }
             return;
         }
-        let mut done = Vec::new();
-        let mut spilled = Vec::new();
-        for (&(end, start), pane) in self.panes.range_mut(..=(w.saturating_add(1), i64::MAX)) {
-            for (key, e) in pane.keys.iter_mut() {
-                if !e.fired {
-                    Self::emit_row(out, key, start, end, &e.accs);
-                    e.fired = true;
-                    e.dirty = true;
+        self.fire_aligned(w, out);
+    }
+
+    /// The end of the last window holding slice `[start, ..)`: the slice can go once that
+    /// window is late.
+    fn last_end(&self, slice_start: i64) -> i64 {
+        (slice_start - slice_start.rem_euclid(self.slide)).saturating_add(self.size)
+    }
+
+    /// Fires the windows whose end the watermark `w` passed since the last call, then drops
+    /// the slices no window can use any more.
+    fn fire_aligned(&mut self, w: i64, out: &mut Emit) {
+        let (lo, hi) = (self.fired_to.saturating_add(1), w.saturating_add(1));
+        self.fired_to = self.fired_to.max(w);
+        // Ends of the windows holding each slice with data, in (lo, hi].
+        let mut ends = std::mem::take(&mut self.ends);
+        ends.clear();
+        for &(end, start) in self.panes.keys() {
+            if start >= hi {
+                break;
+            }
+            let mut e = self.last_end(start);
+            while e >= end && e > lo {
+                if e <= hi {
+                    ends.push(e);
                 }
+                e -= self.slide;
+            }
+        }
+        ends.sort_unstable();
+        ends.dedup();
+        for &e in &ends {
+            if let Err(err) = self.fire_window(e - self.size, e, out) {
+                out.dead_raw(String::new(), format!("state store: {err}"));
+            }
+        }
+        self.ends = ends;
+        while let Some((&(end, start), _)) = self.panes.first_key_value() {
+            if !self.spec.window.is_late(self.last_end(start), w) {
+                break;
+            }
+            let Some(mut pane) = self.panes.remove(&(end, start)) else {
+                break;
+            };
+            self.cached -= pane.keys.len();
+            if pane.persisted
+                && let Err(e) = self.forget((end, start))
+            {
+                out.dead_raw(String::new(), format!("state store: {e}"));
+            }
+            if self.spare.len() < 2 {
+                pane.keys.clear();
+                self.spare.push(pane.keys);
+            }
+        }
+    }
+
+    /// Emits every key's result of window `[start, end)`: straight from its slice when it has
+    /// one, else merged over its slices (in memory, and in the store for spilled slices).
+    fn fire_window(
+        &mut self,
+        start: i64,
+        end: i64,
+        out: &mut Emit,
+    ) -> Result<(), crate::state::StateError> {
+        let range = (start.saturating_add(1), i64::MIN)..=(end, i64::MAX);
+        if self.size == self.slice {
+            let Some(pane) = self.panes.get(&(end, start)) else {
+                return Ok(());
+            };
+            for (key, e) in &pane.keys {
+                Self::emit_row(out, key, start, end, &e.accs);
             }
             self.last_pane_keys = pane.keys.len();
             if pane.spilled {
-                spilled.push((end, start));
+                self.for_each_spilled((end, start), |key, accs| {
+                    Self::emit_row(out, &key, start, end, &accs);
+                    Ok(())
+                })?;
             }
-            if window.is_late(end, w) {
-                done.push((end, start));
+            return Ok(());
+        }
+        let mut merged = std::mem::take(&mut self.merged);
+        merged.clear();
+        let mut spilled = Vec::new();
+        for (&slice, pane) in self.panes.range(range) {
+            for (key, e) in &pane.keys {
+                merge_into(&mut merged, key, &e.accs)?;
+            }
+            if pane.spilled {
+                spilled.push(slice);
             }
         }
-        for (end, start) in spilled {
-            let late = window.is_late(end, w);
-            if let Err(e) = self.fire_spilled(end, start, late, out) {
-                out.dead_raw(String::new(), format!("state store: {e}"));
-            }
+        for slice in spilled {
+            self.for_each_spilled(slice, |key, accs| merge_into(&mut merged, &key, &accs))?;
         }
-        for k in done {
-            if let Some(mut pane) = self.panes.remove(&k) {
-                self.cached -= pane.keys.len();
-                if pane.persisted
-                    && let Err(e) = self.forget(k)
-                {
-                    out.dead_raw(String::new(), format!("state store: {e}"));
+        for (key, accs) in merged.drain() {
+            Self::emit_row(out, &key, start, end, &accs);
+        }
+        self.merged = merged;
+        Ok(())
+    }
+
+    /// A record landed in windows that already fired (within the allowed lateness): emits
+    /// the key's updated result of each of them now, as Flink's event-time trigger does.
+    fn refire(&mut self, ts: i64, out: &mut Emit) -> Result<(), crate::state::StateError> {
+        let mut e = (ts - ts.rem_euclid(self.slide)).saturating_add(self.size);
+        while e > ts {
+            if e - 1 <= self.wm && !self.spec.window.is_late(e, self.wm) {
+                let start = e - self.size;
+                let mut accs: Option<Accs> = None;
+                let range = (start.saturating_add(1), i64::MIN)..=(e, i64::MAX);
+                let slices: Vec<((i64, i64), bool)> = self
+                    .panes
+                    .range(range)
+                    .map(|(k, p)| (*k, p.spilled))
+                    .collect();
+                for ((end, s), spilled) in slices {
+                    let mem = self
+                        .panes
+                        .get(&(end, s))
+                        .and_then(|p| p.keys.get(&self.key_buf[..]))
+                        .map(|en| en.accs.clone());
+                    let found = match (mem, spilled, &self.state) {
+                        (Some(a), _, _) => Some(a),
+                        (None, true, Some(st)) => {
+                            super::window_store::load(st, end, s, &self.key_buf)?.map(|en| en.accs)
+                        }
+                        _ => None,
+                    };
+                    if let Some(f) = found {
+                        match &mut accs {
+                            None => accs = Some(f),
+                            Some(a) => merge_accs(a, &f)?,
+                        }
+                    }
                 }
-                if self.spare.len() < 2 {
-                    pane.keys.clear();
-                    self.spare.push(pane.keys);
+                if let Some(a) = accs {
+                    Self::emit_row(out, &self.key_buf, start, e, &a);
                 }
             }
+            e -= self.slide;
         }
+        Ok(())
     }
 
     fn add_session(&mut self, ts: i64, args: &[V<'_>], out: &mut Emit) -> Result<bool, String> {
@@ -226,58 +359,81 @@ impl WindowAgg {
             return self.add_session(ts, args, out);
         }
         let window = self.spec.window;
-        self.win_buf.clear();
-        let buf = &mut self.win_buf;
-        window.assign(ts, |s, e| buf.push((s, e)));
-        let mut any = false;
-        for &(start, end) in &self.win_buf {
-            if window.is_late(end, self.wm) {
-                continue;
-            }
-            any = true;
-            // A window the watermark already passed (within the allowed lateness) fires on
-            // every record, as Flink's event-time trigger does.
-            let wm = self.wm;
-            // Size a new pane like the last one: growing a map of thousands of keys rehashes
-            // (and moves) it many times.
-            let hint = self.last_pane_keys;
-            let spare = &mut self.spare;
-            let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
-                keys: spare
-                    .pop()
-                    .unwrap_or_else(|| Map::with_capacity_and_hasher(hint, Default::default())),
-                ..Pane::default()
-            });
-            let entry = match pane.keys.get_mut(&self.key_buf[..]) {
-                Some(e) => e,
-                None => {
-                    let restored = match (&self.state, pane.spilled) {
-                        (Some(st), true) => {
-                            super::window_store::load(st, end, start, &self.key_buf)
-                                .map_err(|e| format!("state store: {e}"))?
-                        }
-                        _ => None,
-                    };
-                    self.cached += 1;
-                    pane.keys
-                        .entry(self.key_buf.iter().cloned().collect::<Key>())
-                        .or_insert_with(|| {
-                            restored.unwrap_or_else(|| Entry {
-                                accs: new_accs(&self.spec.aggs),
-                                fired: end - 1 <= wm,
-                                dirty: true,
-                            })
-                        })
-                }
-            };
-            apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
-            entry.dirty = true;
-            if entry.fired {
-                // A late record within the allowed lateness: emit the updated result now.
-                Self::emit_row(out, &self.key_buf, start, end, &entry.accs);
-            }
+        // The latest window holding `ts` is the last to expire: if it is late, all are.
+        let last = (ts - ts.rem_euclid(self.slide)).saturating_add(self.size);
+        if window.is_late(last, self.wm) {
+            return Ok(false);
         }
-        Ok(any)
+        let start = ts - ts.rem_euclid(self.slice);
+        let end = start.saturating_add(self.slice);
+        // Size a new slice like the last one: growing a map of thousands of keys rehashes
+        // (and moves) it many times.
+        let hint = self.last_pane_keys;
+        let spare = &mut self.spare;
+        let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
+            keys: spare
+                .pop()
+                .unwrap_or_else(|| Map::with_capacity_and_hasher(hint, Default::default())),
+            ..Pane::default()
+        });
+        let entry = match pane.keys.get_mut(&self.key_buf[..]) {
+            Some(e) => e,
+            None => {
+                let restored = match (&self.state, pane.spilled) {
+                    (Some(st), true) => super::window_store::load(st, end, start, &self.key_buf)
+                        .map_err(|e| format!("state store: {e}"))?,
+                    _ => None,
+                };
+                self.cached += 1;
+                pane.keys
+                    .entry(self.key_buf.iter().cloned().collect::<Key>())
+                    .or_insert_with(|| {
+                        restored.unwrap_or_else(|| Entry {
+                            accs: new_accs(&self.spec.aggs),
+                            dirty: true,
+                        })
+                    })
+            }
+        };
+        apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
+        entry.dirty = true;
+        // Some window holding `ts` fired already: the earliest holding it fires first.
+        if self.earliest_end(ts) - 1 <= self.wm {
+            self.refire(ts, out)
+                .map_err(|e| format!("state store: {e}"))?;
+        }
+        Ok(true)
+    }
+
+    /// The end of the earliest window holding `ts`.
+    fn earliest_end(&self, ts: i64) -> i64 {
+        // Window starts are multiples of the slide; the earliest holding `ts` is the first
+        // start above `ts - size`.
+        let lowest = ts - self.size + 1;
+        let start = lowest + (self.slide - lowest.rem_euclid(self.slide)) % self.slide;
+        start.saturating_add(self.size)
+    }
+}
+
+fn merge_accs(into: &mut Accs, from: &[Acc]) -> Result<(), crate::state::StateError> {
+    for (a, b) in into.iter_mut().zip(from) {
+        a.merge(b)
+            .map_err(|e| crate::state::StateError::Corrupt(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn merge_into(
+    merged: &mut Map<Key, Accs>,
+    key: &Key,
+    accs: &[Acc],
+) -> Result<(), crate::state::StateError> {
+    match merged.get_mut(key) {
+        Some(a) => merge_accs(a, accs),
+        None => {
+            merged.insert(key.clone(), accs.iter().cloned().collect());
+            Ok(())
+        }
     }
 }
 
@@ -356,6 +512,8 @@ impl Operator for WindowAgg {
         self.state = Some(store);
         if let Some(wm) = restored {
             self.wm = wm;
+            // Windows the watermark passed fired before the checkpoint.
+            self.fired_to = wm;
             self.restore()?;
         }
         Ok(())

@@ -2,13 +2,14 @@
 //! snapshots of what changed, firing and dropping panes that live partly in the store, and
 //! restoring.
 //!
-//! Keys: `kg | 1 | end | start | key` for a pane entry (value: fired byte, accumulators) and
+//! Keys: `kg | 1 | end | start | key` for a slice entry (value: a reserved byte, then the
+//! accumulators; the byte was a "fired" flag, which the watermark now implies) and
 //! `kg | 2 | key` for a key's sessions (value: count, then start, end, fired, accumulators
 //! each). Times are order-preserving, so one pane of one key group is one prefix.
 
+use super::Keyed;
 use super::aggregate::Accs;
 use super::window_agg::{Entry, Key, Sess, WindowAgg};
-use super::{Emit, Keyed};
 use crate::exchange::canonical_bytes;
 use crate::expr::V;
 use crate::record::Value;
@@ -49,7 +50,7 @@ fn read_accs(r: &mut Reader<'_>, n: usize) -> Result<Accs, StateError> {
 }
 
 fn entry_value(e: &Entry) -> Vec<u8> {
-    let mut v = vec![u8::from(e.fired)];
+    let mut v = vec![0u8];
     put_accs(&e.accs, &mut v);
     v
 }
@@ -57,16 +58,12 @@ fn entry_value(e: &Entry) -> Vec<u8> {
 /// An entry's accumulators run to the end of its value.
 fn read_entry(v: &[u8]) -> Result<Entry, StateError> {
     let mut r = Reader::new(v);
-    let fired = r.u8()? != 0;
+    r.u8()?;
     let mut accs = Accs::new();
     while !r.is_empty() {
         accs.push(r.acc()?);
     }
-    Ok(Entry {
-        accs,
-        fired,
-        dirty: false,
-    })
+    Ok(Entry { accs, dirty: false })
 }
 
 /// The stored entry of `key` in pane `(end, start)`, if it was spilled.
@@ -142,14 +139,12 @@ impl WindowAgg {
         self.write_dirty(true)
     }
 
-    /// Fires the stored part of a pane that was spilled: entries not in memory and not yet
-    /// fired are emitted, then marked fired in the store (unless the pane is being dropped).
-    pub(super) fn fire_spilled(
-        &mut self,
-        end: i64,
-        start: i64,
-        dropping: bool,
-        out: &mut Emit,
+    /// Calls `f` with each stored entry of a spilled slice whose key is not in memory (the
+    /// in-memory copy is the newer one).
+    pub(super) fn for_each_spilled(
+        &self,
+        (end, start): (i64, i64),
+        mut f: impl FnMut(Key, Accs) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
         let Some(st) = &self.state else {
             return Ok(());
@@ -158,7 +153,6 @@ impl WindowAgg {
             return Ok(());
         };
         let n_keys = self.spec.key.len();
-        let mut batch = WriteBatch::default();
         for kg in st.store.range.0..=st.store.range.1 {
             let prefix = pane_prefix(kg, end, start);
             for item in st.store.scan(&prefix) {
@@ -167,18 +161,10 @@ impl WindowAgg {
                 if pane.keys.contains_key(&key) {
                     continue;
                 }
-                let mut e = read_entry(&v)?;
-                if !e.fired {
-                    Self::emit_row(out, &key, start, end, &e.accs);
-                    e.fired = true;
-                    if !dropping {
-                        batch.put(&k, entry_value(&e));
-                    }
-                }
+                f(key, read_entry(&v)?.accs)?;
             }
-            st.store.write_when_full(&mut batch)?;
         }
-        st.store.write(batch)
+        Ok(())
     }
 
     /// Removes a dropped pane's entries from the store.
