@@ -185,14 +185,24 @@ impl Outputs {
             .map(|c| Batch::with_capacity(batch.schema.clone(), *c))
             .collect();
         let width = batch.width();
-        let (values, times) = batch.into_parts();
-        let mut values = values.into_iter();
-        for (&w, &t) in owners.iter().zip(times.iter()) {
-            let row = values.by_ref().take(width);
-            if w == DEAD {
-                row.for_each(drop);
-            } else {
-                self.parts[w].push(row, t);
+        let (mut values, times) = batch.into_parts();
+        if width == 0 {
+            for (&w, &t) in owners.iter().zip(times.iter()) {
+                if w != DEAD {
+                    self.parts[w].push(std::iter::empty(), t);
+                }
+            }
+        }
+        // Taking each value out of its slot (leaving a null) is a fixed-size copy the
+        // compiler vectorises; moving rows through a by-value iterator was a fifth of the
+        // sending task's time at P=2.
+        for ((&w, &t), row) in owners
+            .iter()
+            .zip(times.iter())
+            .zip(values.chunks_mut(width.max(1)))
+        {
+            if w != DEAD {
+                self.parts[w].push(row.iter_mut().map(std::mem::take), t);
             }
         }
         self.owners = owners;

@@ -16,12 +16,13 @@ use super::{Emit, Operator};
 use crate::expr::V;
 use crate::job::graph::WindowAggSpec;
 use crate::record::{Batch, Schema, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 /// A key; a single-field key (the common case) lives inline, without an allocation.
 pub(super) type Key = smallvec::SmallVec<[Value; 1]>;
-pub(super) type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
+pub(super) type Map<K, T> = hashbrown::HashMap<K, T, foldhash::fast::RandomState>;
 
 /// One key's accumulators in one slice.
 pub(super) struct Entry {
@@ -376,23 +377,33 @@ impl WindowAgg {
                 .unwrap_or_else(|| Map::with_capacity_and_hasher(hint, Default::default())),
             ..Pane::default()
         });
-        let entry = match pane.keys.get_mut(&self.key_buf[..]) {
-            Some(e) => e,
-            None => {
+        // One hash and one probe for a lookup that may insert (most records start a key's
+        // entry in a slice).
+        let hash = pane.keys.hasher().hash_one(&self.key_buf[..]);
+        let key = &self.key_buf;
+        let entry = match pane
+            .keys
+            .raw_entry_mut()
+            .from_hash(hash, |k| k[..] == key[..])
+        {
+            hashbrown::hash_map::RawEntryMut::Occupied(o) => o.into_mut(),
+            hashbrown::hash_map::RawEntryMut::Vacant(v) => {
                 let restored = match (&self.state, pane.spilled) {
-                    (Some(st), true) => super::window_store::load(st, end, start, &self.key_buf)
+                    (Some(st), true) => super::window_store::load(st, end, start, key)
                         .map_err(|e| format!("state store: {e}"))?,
                     _ => None,
                 };
                 self.cached += 1;
-                pane.keys
-                    .entry(self.key_buf.iter().cloned().collect::<Key>())
-                    .or_insert_with(|| {
-                        restored.unwrap_or_else(|| Entry {
-                            accs: new_accs(&self.spec.aggs),
-                            dirty: true,
-                        })
-                    })
+                let entry = restored.unwrap_or_else(|| Entry {
+                    accs: new_accs(&self.spec.aggs),
+                    dirty: true,
+                });
+                let owned: Key = if let [one] = &key[..] {
+                    smallvec::smallvec![one.clone()]
+                } else {
+                    key.iter().cloned().collect()
+                };
+                v.insert_hashed_nocheck(hash, owned, entry).1
             }
         };
         apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
