@@ -195,3 +195,42 @@ fn validate_exits_nonzero_and_names_fields() {
         .expect("run");
     assert!(ok.status.success());
 }
+
+/// A killed run cannot remove its temporary state directory; the next run removes those of
+/// processes that are gone, and leaves those of live ones alone.
+#[test]
+fn stale_state_directories_of_dead_runs_are_removed() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new("true").spawn().expect("spawn");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let stale = tmp.path().join(format!("eddy-state-{dead}-0badc0de"));
+    std::fs::create_dir_all(stale.join("1-counts-w0")).expect("stale dir");
+    std::fs::write(stale.join("1-counts-w0/000001.sst"), b"x").expect("stale file");
+    let live = tmp
+        .path()
+        .join(format!("eddy-state-{}-0badc0de", std::process::id()));
+    std::fs::create_dir_all(&live).expect("live dir");
+    let out = eddy()
+        .env("TMPDIR", tmp.path())
+        .args(["run", "--quiet", "examples/clicks.yaml"])
+        .output()
+        .expect("run eddy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stale.exists(), "the dead run's state is still there");
+    assert!(live.exists(), "a live process's state was removed");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![live.file_name().expect("name").to_owned()],
+        "the run's own state must go too"
+    );
+}

@@ -88,10 +88,17 @@ pub async fn launch(
     let parallelism = opts.run.parallelism.max(1);
     let (state_dir, temp) = match &opts.state_dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("eddy-state-{}-{}", std::process::id(), run_id())),
-            true,
-        ),
+        None => {
+            remove_stale_state_dirs(&std::env::temp_dir());
+            (
+                std::env::temp_dir().join(format!(
+                    "eddy-state-{}-{}",
+                    std::process::id(),
+                    run_id()
+                )),
+                true,
+            )
+        }
     };
     std::fs::create_dir_all(&state_dir).map_err(|source| LaunchError::StateDir {
         path: state_dir.display().to_string(),
@@ -100,6 +107,42 @@ pub async fn launch(
     // Removed however the run ends, including when Ctrl-C drops this future.
     let _cleanup = temp.then(|| RemoveOnDrop(state_dir.clone()));
     launch_in(graph, opts, metrics, job_metrics, &state_dir, parallelism).await
+}
+
+/// Removes the temporary state directories of runs whose process is gone: a killed run
+/// (`kill -9`, OOM) cannot remove its own, and each holds a whole RocksDB state.
+fn remove_stale_state_dirs(tmp: &std::path::Path) {
+    let Ok(dir) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("eddy-state-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed the state of a run that no longer exists")
+                }
+                Err(e) => {
+                    tracing::debug!(path = %entry.path().display(), error = %e, "could not remove stale state")
+                }
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists (where /proc says so; elsewhere assume it does, so
+/// nothing is removed).
+fn process_alive(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 struct RemoveOnDrop(PathBuf);

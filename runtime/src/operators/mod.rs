@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod join;
+mod slice_map;
 pub mod stateless;
 pub mod top;
 pub mod window;

@@ -17,7 +17,6 @@ use crate::expr::V;
 use crate::job::graph::WindowAggSpec;
 use crate::record::{Batch, Schema, Value};
 use std::collections::BTreeMap;
-use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 /// A key; a single-field key (the common case) lives inline, without an allocation.
@@ -34,7 +33,7 @@ pub(super) struct Entry {
 /// One slice's state, keyed in `WindowAgg::panes` by `(end, start)`.
 #[derive(Default)]
 pub(super) struct Pane {
-    pub(super) keys: Map<Key, Entry>,
+    pub(super) keys: super::slice_map::SliceMap,
     /// Some entry was written to the store (so firing and dropping must look there too).
     pub(super) persisted: bool,
     /// Some entries live only in the store (evicted from memory).
@@ -73,7 +72,7 @@ pub struct WindowAgg {
     last_pane_keys: usize,
     /// Emptied maps of dropped panes, reused for new ones: a fresh map of thousands of keys
     /// is cold memory (page faults, then cache misses on every insert), a reused one is warm.
-    spare: Vec<Map<Key, Entry>>,
+    spare: Vec<super::slice_map::SliceMap>,
     /// Scratch for merging a window's slices.
     merged: Map<Key, Accs>,
     ends: Vec<i64>,
@@ -229,7 +228,7 @@ impl WindowAgg {
             let Some(pane) = self.panes.get(&(end, start)) else {
                 return Ok(());
             };
-            for (key, e) in &pane.keys {
+            for (key, e) in pane.keys.iter() {
                 Self::emit_row(out, key, start, end, &e.accs);
             }
             self.last_pane_keys = pane.keys.len();
@@ -245,7 +244,7 @@ impl WindowAgg {
         merged.clear();
         let mut spilled = Vec::new();
         for (&slice, pane) in self.panes.range(range) {
-            for (key, e) in &pane.keys {
+            for (key, e) in pane.keys.iter() {
                 merge_into(&mut merged, key, &e.accs)?;
             }
             if pane.spilled {
@@ -374,38 +373,24 @@ impl WindowAgg {
         let pane = self.panes.entry((end, start)).or_insert_with(|| Pane {
             keys: spare
                 .pop()
-                .unwrap_or_else(|| Map::with_capacity_and_hasher(hint, Default::default())),
+                .unwrap_or_else(|| super::slice_map::SliceMap::with_capacity(hint)),
             ..Pane::default()
         });
-        // One hash and one probe for a lookup that may insert (most records start a key's
-        // entry in a slice).
-        let hash = pane.keys.hasher().hash_one(&self.key_buf[..]);
-        let key = &self.key_buf;
-        let entry = match pane
-            .keys
-            .raw_entry_mut()
-            .from_hash(hash, |k| k[..] == key[..])
-        {
-            hashbrown::hash_map::RawEntryMut::Occupied(o) => o.into_mut(),
-            hashbrown::hash_map::RawEntryMut::Vacant(v) => {
-                let restored = match (&self.state, pane.spilled) {
-                    (Some(st), true) => super::window_store::load(st, end, start, key)
-                        .map_err(|e| format!("state store: {e}"))?,
-                    _ => None,
-                };
-                self.cached += 1;
-                let entry = restored.unwrap_or_else(|| Entry {
-                    accs: new_accs(&self.spec.aggs),
-                    dirty: true,
-                });
-                let owned: Key = if let [one] = &key[..] {
-                    smallvec::smallvec![one.clone()]
-                } else {
-                    key.iter().cloned().collect()
-                };
-                v.insert_hashed_nocheck(hash, owned, entry).1
-            }
-        };
+        let (state, aggs, key) = (&self.state, &self.spec.aggs, &self.key_buf);
+        let (entry, inserted) = pane.keys.get_or_try_insert(key, || {
+            let restored = match (state, pane.spilled) {
+                (Some(st), true) => super::window_store::load(st, end, start, key)
+                    .map_err(|e| format!("state store: {e}"))?,
+                _ => None,
+            };
+            Ok::<_, String>(restored.unwrap_or_else(|| Entry {
+                accs: new_accs(aggs),
+                dirty: true,
+            }))
+        })?;
+        if inserted {
+            self.cached += 1;
+        }
         apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
         entry.dirty = true;
         // Some window holding `ts` fired already: the earliest holding it fires first.
