@@ -117,36 +117,44 @@ fn json_decode(c: &mut Criterion) {
 }
 
 fn window_update(c: &mut Criterion) {
-    let yaml = "sources:\n  - { name: c, generator: { keys: 10000 } }\nsteps:\n  - { name: w, from: c, keyBy: event.user, window: { tumbling: 10s }, aggregate: { n: count() } }\nsinks:\n  - { name: o, from: w, stdout: {} }\n";
-    let (_, graph) = eddy::plan::compile(yaml).expect("plan");
-    let (spec, out_schema) = graph
-        .nodes
-        .iter()
-        .find_map(|n| match &n.kind {
-            NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
-            _ => None,
-        })
-        .expect("window node");
     let input = Arc::new(ClickConfig::schema());
     let batch = clicks(BATCH_SIZE);
     let mut g = c.benchmark_group("window");
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
-    g.bench_function("tumbling_count_update", |b| {
-        b.iter_batched(
-            || {
-                (
-                    WindowAgg::new(spec.clone(), input.clone(), false),
-                    batch.clone(),
-                )
-            },
-            |(mut op, batch)| {
-                let mut emit = Emit::new("w".into(), out_schema.clone());
-                op.on_batch(0, batch, &mut emit);
-                op
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    // Tumbling: one slice per window; sliding 10 s / 2 s: five windows per record, one slice.
+    for (name, window) in [
+        ("tumbling_count_update", "{ tumbling: 10s }"),
+        ("sliding_count_update", "{ sliding: { size: 10s, slide: 2s } }"),
+    ] {
+        let yaml = format!(
+            "sources:\n  - {{ name: c, generator: {{ keys: 10000 }} }}\nsteps:\n  - {{ name: w, from: c, keyBy: event.user, window: {window}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: o, from: w, stdout: {{}} }}\n"
+        );
+        let (_, graph) = eddy::plan::compile(&yaml).expect("plan");
+        let (spec, out_schema) = graph
+            .nodes
+            .iter()
+            .find_map(|n| match &n.kind {
+                NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
+                _ => None,
+            })
+            .expect("window node");
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    (
+                        WindowAgg::new(spec.clone(), input.clone(), false),
+                        batch.clone(),
+                    )
+                },
+                |(mut op, batch)| {
+                    let mut emit = Emit::new("w".into(), out_schema.clone());
+                    op.on_batch(0, batch, &mut emit);
+                    op
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

@@ -310,6 +310,16 @@ impl Batch {
         self.times.push(time);
     }
 
+    /// Appends a row that `fill` writes straight into the batch (no row to build and move),
+    /// `fill` returning the row's time.
+    #[inline]
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut Vec<Value>) -> i64) {
+        let before = self.values.len();
+        let time = fill(&mut self.values);
+        debug_assert_eq!(self.values.len() - before, self.width());
+        self.times.push(time);
+    }
+
     /// The rows' values (row-major) and times, for moving rows elsewhere.
     pub fn into_parts(self) -> (Vec<Value>, Vec<i64>) {
         (self.values, self.times)

@@ -210,7 +210,6 @@ pub struct NexmarkSource {
     /// What was emitted before a restore (and so is skipped).
     done: super::position::Frontier,
     time: TimeField,
-    row: Vec<Value>,
     projection: Option<std::sync::Arc<[bool]>>,
 }
 
@@ -231,7 +230,6 @@ impl NexmarkSource {
             workers: workers.max(1) as u64,
             done: super::position::Frontier::fresh(50, worker as u64, workers.max(1) as u64),
             time,
-            row: Vec::new(),
             projection,
         };
         src.skip_to_kind();
@@ -264,15 +262,14 @@ impl Source for NexmarkSource {
             if self.config.count.is_some_and(|c| self.next >= c) {
                 return Ok(false);
             }
-            self.row.clear();
-            self.config.record_projected(
-                self.seed_mix,
-                self.next,
-                &mut self.row,
-                self.projection.as_deref(),
-            );
-            let t = self.time.of(&self.row, now);
-            out.push(self.row.drain(..), t);
+            let (config, time, mask) = (&self.config, self.time, self.projection.as_deref());
+            let (seed_mix, i) = (self.seed_mix, self.next);
+            // Written straight into the batch: no row to build and move.
+            out.push_with(|values| {
+                let at = values.len();
+                config.record_projected(seed_mix, i, values, mask);
+                time.of(&values[at..], now)
+            });
             self.advance();
             self.skip_to_kind();
         }

@@ -42,6 +42,12 @@ impl Compiled {
     /// Evaluates with one row per scope variable, in scope order.
     #[inline]
     pub fn eval<'a>(&self, rows: &[&'a [Value]]) -> Result<V<'a>, EvalError> {
+        // A plain field (aggregate arguments, keys, most `orderBy`s) skips the indirect call.
+        if let Some((v, f)) = self.field
+            && let Some(value) = rows.get(v).and_then(|r| r.get(f))
+        {
+            return Ok(V::from_value(value));
+        }
         (self.f)(rows)
     }
 

@@ -73,6 +73,18 @@ impl Emit {
         }
     }
 
+    /// Pushes a row written in place (see `Batch::push_with`).
+    #[inline]
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut Vec<Value>) -> i64) {
+        if self.cur.is_empty() {
+            self.cur.reserve(BATCH_SIZE / 4);
+        }
+        self.cur.push_with(fill);
+        if self.cur.len() >= BATCH_SIZE {
+            self.flush();
+        }
+    }
+
     /// Room for `rows` more rows in the batch being built (sources know their batch size).
     pub fn reserve(&mut self, rows: usize) {
         self.cur.reserve(rows);
