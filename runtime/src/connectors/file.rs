@@ -4,13 +4,12 @@
 //! Lines are decoded straight into a row of the source's schema: keys are matched to field
 //! positions and unknown keys skipped, so no per-record map is built.
 
+pub use super::json::{JsonRecords, RowDecoder, RowSeed};
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
-use compact_str::CompactString;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,12 +89,15 @@ pub fn schema_of_line(name: &str, line: &str) -> Result<Schema, ConnectorError> 
 pub struct FileSource {
     files: Vec<PathBuf>,
     /// The file being read: name, reader, lines and bytes read so far.
-    current: Option<(String, BufReader<File>, u64, u64)>,
+    current: Option<(String, LineReader, u64, u64)>,
     /// Files read to their end: name -> (bytes, lines).
     finished: std::collections::BTreeMap<String, (u64, u64)>,
     /// Where to start each file after a restore: name -> (byte offset, line number).
     resume_at: std::collections::BTreeMap<String, (u64, u64)>,
-    line: String,
+    /// Ends of the lines of the run being decoded (see [`LineReader::run`]).
+    ends: Vec<usize>,
+    /// Bytes read at a time (smaller in tests, to cut lines across reads).
+    chunk: usize,
     records: JsonRecords,
 }
 
@@ -120,7 +122,8 @@ impl FileSource {
             current: None,
             finished: Default::default(),
             resume_at: Default::default(),
-            line: String::new(),
+            ends: Vec::new(),
+            chunk: CHUNK,
             records: JsonRecords::new(schema, projection, time),
         })
     }
@@ -136,49 +139,68 @@ impl Source for FileSource {
                     return Ok(false);
                 };
                 let name = f.display().to_string();
-                let file = File::open(&f).map_err(|e| ConnectorError::Io {
+                let io = |e| ConnectorError::Io {
                     path: name.clone(),
                     source: e,
-                })?;
-                let mut reader = BufReader::with_capacity(256 * 1024, file);
+                };
+                let mut file = File::open(&f).map_err(io)?;
                 let (offset, lines) = self.resume_at.get(&name).copied().unwrap_or((0, 0));
                 if offset > 0 {
                     use std::io::Seek as _;
-                    reader.seek(std::io::SeekFrom::Start(offset)).map_err(|e| {
-                        ConnectorError::Io {
-                            path: name.clone(),
-                            source: e,
-                        }
-                    })?;
+                    file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
                 }
-                self.current = Some((name, reader, lines, offset));
+                self.current = Some((name, LineReader::new(file, self.chunk), lines, offset));
             }
             let Some((name, reader, lineno, offset)) = self.current.as_mut() else {
                 continue;
             };
-            self.line.clear();
-            let read = reader
-                .read_line(&mut self.line)
+            let run = reader
+                .run(max - n, &mut self.ends)
                 .map_err(|e| ConnectorError::Io {
                     path: name.clone(),
                     source: e,
                 })?;
-            if read == 0 {
+            if run.is_empty() {
                 if let Some((name, _, lines, bytes)) = self.current.take() {
                     self.finished.insert(name, (bytes, lines));
                 }
                 continue;
             }
-            *lineno += 1;
-            *offset += read as u64;
-            let text = self.line.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                continue;
+            // One UTF-8 check for the whole run; lines are checked one by one only when the
+            // run holds an invalid one, to find it.
+            let text = std::str::from_utf8(run).ok();
+            let mut start = 0;
+            for &end in &self.ends {
+                let raw = &run[start..end];
+                let line = match text {
+                    Some(t) => t.get(start..end).ok_or(None),
+                    None => std::str::from_utf8(raw).map_err(Some),
+                };
+                start = end;
+                *lineno += 1;
+                *offset += raw.len() as u64;
+                let lineno = *lineno;
+                match line {
+                    Ok(line) => {
+                        let text = line.trim_end_matches(['\n', '\r']);
+                        if text.trim().is_empty() {
+                            continue;
+                        }
+                        n += 1;
+                        self.records
+                            .push(text, &|| format!("{name}:{lineno}"), now, None, out);
+                    }
+                    Err(e) => {
+                        n += 1;
+                        let raw = trim_newline(raw);
+                        let at = e.map_or(0, |e| e.valid_up_to());
+                        out.dead_raw(
+                            String::from_utf8_lossy(raw).into_owned(),
+                            format!("{name}:{lineno}: not valid UTF-8 (at byte {at} of the line)"),
+                        );
+                    }
+                }
             }
-            n += 1;
-            let (name, lineno) = (name.as_str(), *lineno);
-            self.records
-                .push(text, &|| format!("{name}:{lineno}"), now, None, out);
         }
         Ok(true)
     }
@@ -232,192 +254,105 @@ pub(super) fn merge_positions(
     Ok(())
 }
 
-/// Decodes JSON-object records (a file's lines, a Kafka value) into rows of a schema, with
-/// their event time; shared by every source of JSON records.
-pub struct JsonRecords {
-    schema: Arc<Schema>,
-    mask: Option<Arc<[bool]>>,
-    time: TimeField,
-    row: Vec<Value>,
+/// The line without its line ending (any run of trailing `\n` and `\r`).
+fn trim_newline(mut raw: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = raw {
+        raw = rest;
+    }
+    raw
 }
 
-impl JsonRecords {
-    pub fn new(schema: Arc<Schema>, mask: Option<Arc<[bool]>>, time: TimeField) -> JsonRecords {
-        JsonRecords {
-            schema,
-            mask,
-            time,
-            row: Vec::new(),
+/// A file read in large chunks and cut into lines at `\n` with memchr, without copying
+/// lines out.
+struct LineReader {
+    file: File,
+    buf: Vec<u8>,
+    /// The unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+    chunk: usize,
+}
+
+/// Bytes read per chunk; a longer line grows the buffer.
+const CHUNK: usize = 256 * 1024;
+
+impl LineReader {
+    fn new(file: File, chunk: usize) -> LineReader {
+        LineReader {
+            file,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+            chunk: chunk.max(1),
         }
     }
 
-    /// Decodes `text` and pushes its row to `out`, returning its event time. A record that
-    /// does not decode or has no usable event time is dead-lettered instead, its reason led by
-    /// `at()` (where it came from), and `None` is returned. `record_time` is the record's own
-    /// timestamp, for sources that have one.
-    pub fn push(
-        &mut self,
-        text: &str,
-        at: &dyn Fn() -> String,
-        now: i64,
-        record_time: Option<i64>,
-        out: &mut Emit,
-    ) -> Option<i64> {
-        self.row.clear();
-        self.row.resize(self.schema.len(), Value::Null);
-        let mut de = serde_json::Deserializer::from_str(text);
-        let parsed = RowSeed {
-            schema: &self.schema,
-            row: &mut self.row,
-            mask: self.mask.as_deref(),
-        }
-        .deserialize(&mut de)
-        .and_then(|_| de.end());
-        if let Err(e) = parsed {
-            out.dead_raw(text.to_string(), format!("{}: {e}", at()));
-            return None;
-        }
-        let t = match self.time {
-            TimeField::Processing => now,
-            TimeField::Record => record_time.unwrap_or(now),
-            TimeField::Field(f) => match self.row[f] {
-                Value::Int(t) => t,
-                ref other => {
-                    let field = &self.schema.fields[f].name;
-                    out.dead_raw(
-                        text.to_string(),
-                        format!(
-                            "{}: event time field `{field}` is {}, not an int (ms since epoch)",
-                            at(),
-                            other.type_name()
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        out.push(self.row.drain(..), t);
-        Some(t)
-    }
-}
-
-/// Decodes one JSON object into `row` (already sized and nulled) by the schema.
-pub struct RowSeed<'s> {
-    pub schema: &'s Schema,
-    pub row: &'s mut Vec<Value>,
-    /// Fields to decode (`None`: all); the others are skipped like unknown keys.
-    pub mask: Option<&'s [bool]>,
-}
-
-impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RowSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.schema.index_of(&key) {
-                Some(i) if self.mask.is_none_or(|m| m[i]) => {
-                    let ty = self.schema.fields[i].ty;
-                    let v = map.next_value_seed(ValueSeed)?;
-                    self.row[i] = coerce(v, ty).map_err(|got| {
-                        de::Error::custom(format!("field `{key}`: expected {ty:?}, got {got}"))
-                    })?;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+    /// The next up to `max` whole lines as one run of bytes, newlines included; `ends` gets
+    /// each line's end within the run. A last line without a newline ends at the end of the
+    /// file. An empty run: the file is read to its end.
+    fn run(&mut self, max: usize, ends: &mut Vec<usize>) -> std::io::Result<&[u8]> {
+        ends.clear();
+        let mut scanned = 0;
+        loop {
+            let unread = &self.buf[self.start..self.end];
+            for p in memchr::memchr_iter(b'\n', &unread[scanned..]) {
+                ends.push(scanned + p + 1);
+                if ends.len() >= max {
+                    break;
                 }
             }
+            let len = match ends.last() {
+                Some(&len) => len,
+                None if self.eof => unread.len(),
+                None => {
+                    // No whole line yet (`unread` is a line's beginning): read more.
+                    scanned = unread.len();
+                    self.fill()?;
+                    continue;
+                }
+            };
+            if len > 0 && ends.is_empty() {
+                ends.push(len);
+            }
+            let run = self.start..self.start + len;
+            self.start += len;
+            return Ok(&self.buf[run]);
         }
-        Ok(())
+    }
+
+    /// Reads the next chunk after the unread bytes, moved to the front first.
+    fn fill(&mut self) -> std::io::Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() - self.end < self.chunk.div_ceil(2) {
+            self.buf.resize(self.end + self.chunk, 0);
+        }
+        loop {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(read) => self.end += read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            return Ok(());
+        }
     }
 }
-
-fn coerce(v: Value, ty: Type) -> Result<Value, &'static str> {
-    Ok(match (ty, v) {
-        (_, Value::Null) => Value::Null,
-        (Type::Any, v) => v,
-        (Type::Int, v @ Value::Int(_)) => v,
-        (Type::Double, Value::Int(i)) => Value::Double(i as f64),
-        (Type::Double, v @ Value::Double(_)) => v,
-        (Type::String, v @ Value::Str(_)) => v,
-        (Type::Bool, v @ Value::Bool(_)) => v,
-        (_, other) => return Err(other.type_name()),
-    })
-}
-
-struct ValueSeed;
-
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = Value;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
-    }
-}
-
-struct ValueVisitor;
-
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
-    }
-    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
-        Ok(Value::Int(i))
-    }
-    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
-        i64::try_from(u)
-            .map(Value::Int)
-            .map_err(|_| E::custom("integer too large"))
-    }
-    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
-        Ok(Value::Double(f))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::Str(CompactString::from(s)))
-    }
-    // Nested values are kept as their JSON text; a field of a nested object is not addressable.
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(Value::Str(CompactString::from(v.to_string())))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(Value::Str(CompactString::from(v.to_string())))
-    }
-}
-
-use serde::Deserialize as _;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Batch;
+    use std::io::Write as _;
 
     fn decode(schema: &Schema, line: &str) -> Result<Vec<Value>, String> {
-        let mut row = vec![Value::Null; schema.len()];
-        let mut de = serde_json::Deserializer::from_str(line);
-        RowSeed {
-            schema,
-            row: &mut row,
-            mask: None,
-        }
-        .deserialize(&mut de)
-        .map_err(|e| e.to_string())?;
-        de.end().map_err(|e| e.to_string())?;
+        let mut row = Vec::new();
+        RowDecoder::new(Arc::new(schema.clone()), None)
+            .decode(line, &mut row)
+            .map_err(|e| e.to_string())?;
         Ok(row)
     }
 
@@ -464,5 +399,124 @@ mod tests {
     fn rejects_trailing_garbage() {
         let s = Schema::new([("n", Type::Int)]);
         assert!(decode(&s, r#"{"n": 1} x"#).is_err());
+    }
+
+    /// What a file source reads from `bytes`, `max` records per poll and `chunk` bytes per
+    /// read, resuming from `resume` if given: the `n` values, the dead letters' (record,
+    /// reason) and the position after each poll.
+    struct Read {
+        ns: Vec<i64>,
+        dead: Vec<(String, String)>,
+        positions: Vec<(u64, u64)>,
+    }
+
+    fn read(bytes: &[u8], chunk: usize, max: usize, resume: Option<(u64, u64)>) -> Read {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        File::create(&path).unwrap().write_all(bytes).unwrap();
+        let name = path.display().to_string();
+        let schema = Arc::new(Schema::new([("n", Type::Int)]));
+        let config = FileConfig { path: name.clone() };
+        let mut src =
+            FileSource::open(&config, schema.clone(), 0, 1, TimeField::Processing, None).unwrap();
+        src.chunk = chunk;
+        if let Some((b, l)) = resume {
+            let pos = serde_json::json!({ "files": { name.clone(): [b, l] } });
+            src.resume(&[pos]).unwrap();
+        }
+        let mut out = Emit::new("src".into(), schema);
+        let mut positions = Vec::new();
+        loop {
+            let more = src.poll(&mut out, max).unwrap();
+            let files: Positions = serde_json::from_value(src.position()["files"].clone()).unwrap();
+            positions.push(files.get(&name).copied().unwrap_or((0, 0)));
+            if !more {
+                break;
+            }
+        }
+        let ns = out
+            .take()
+            .iter()
+            .flat_map(Batch::rows)
+            .map(|(row, _)| match row[0] {
+                Value::Int(n) => n,
+                _ => -1,
+            })
+            .collect();
+        let dead = out
+            .dead
+            .iter()
+            .map(|d| {
+                let at = d.reason.find(':').unwrap_or(0);
+                (d.record.clone(), d.reason[at..].replace(&name, "F"))
+            })
+            .collect();
+        Read {
+            ns,
+            dead,
+            positions,
+        }
+    }
+
+    #[test]
+    fn lines_cut_across_reads_crlf_blank_and_unterminated_last_line() {
+        let input = b"{\"n\":1}\r\n\n  \n{\"n\": 22}\n{\"n\":333}";
+        for chunk in [1, 2, 3, 5, 8, 1 << 16] {
+            for max in [1, 2, 100] {
+                let r = read(input, chunk, max, None);
+                assert_eq!(r.ns, vec![1, 22, 333], "chunk {chunk} max {max}");
+                assert!(r.dead.is_empty(), "{:?}", r.dead);
+                // Blank lines count as lines; the last one has no newline.
+                assert_eq!(r.positions.last(), Some(&(input.len() as u64, 5)));
+            }
+        }
+        // One record per poll: each position is just past its record's line.
+        let r = read(input, 3, 1, None);
+        assert_eq!(&r.positions[..3], &[(9, 1), (23, 4), (32, 5)]);
+    }
+
+    #[test]
+    fn resumes_at_a_saved_offset_and_line() {
+        let input = b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
+        let r = read(input, 4, 100, Some((8, 1)));
+        assert_eq!(r.ns, vec![2, 3]);
+        assert_eq!(r.positions.last(), Some(&(input.len() as u64, 3)));
+    }
+
+    #[test]
+    fn invalid_utf8_line_is_dead_lettered_with_its_place() {
+        let input = b"{\"n\":1}\n{\"n\":\"\xff\"}\r\n{\"n\":3}\n";
+        for chunk in [3, 1 << 16] {
+            let r = read(input, chunk, 100, None);
+            assert_eq!(r.ns, vec![1, 3]);
+            assert_eq!(r.dead.len(), 1);
+            assert_eq!(r.dead[0].0, "{\"n\":\"\u{fffd}\"}");
+            assert_eq!(
+                r.dead[0].1, ":2: not valid UTF-8 (at byte 6 of the line)",
+                "{:?}",
+                r.dead
+            );
+            assert_eq!(r.positions.last(), Some(&(input.len() as u64, 3)));
+        }
+    }
+
+    #[test]
+    fn undecodable_line_is_dead_lettered_with_the_serde_reason() {
+        let r = read(b"{\"n\":1}\n{\"n\":1.5}\n", 4, 100, None);
+        assert_eq!(r.ns, vec![1]);
+        assert_eq!(
+            r.dead,
+            vec![(
+                "{\"n\":1.5}".to_string(),
+                ":2: field `n`: expected Int, got double at line 1 column 9".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_line_longer_than_the_chunk_grows_the_buffer() {
+        let long = format!("{{\"pad\":\"{}\",\"n\":7}}\n{{\"n\":8}}", "x".repeat(1000));
+        let r = read(long.as_bytes(), 16, 100, None);
+        assert_eq!(r.ns, vec![7, 8]);
     }
 }

@@ -3,6 +3,7 @@
 pub mod file;
 pub mod file_sink;
 pub mod generator;
+pub mod json;
 pub mod kafka;
 pub mod nexmark;
 pub mod object_files;
