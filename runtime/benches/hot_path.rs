@@ -136,7 +136,10 @@ fn window_update(c: &mut Criterion) {
     // Tumbling: one slice per window; sliding 10 s / 2 s: five windows per record, one slice.
     for (name, window) in [
         ("tumbling_count_update", "{ tumbling: 10s }"),
-        ("sliding_count_update", "{ sliding: { size: 10s, slide: 2s } }"),
+        (
+            "sliding_count_update",
+            "{ sliding: { size: 10s, slide: 2s } }",
+        ),
     ] {
         let yaml = format!(
             "sources:\n  - {{ name: c, generator: {{ keys: 10000 }} }}\nsteps:\n  - {{ name: w, from: c, keyBy: event.user, window: {window}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: o, from: w, stdout: {{}} }}\n"
