@@ -73,9 +73,20 @@ pub struct WindowAgg {
     /// Emptied maps of dropped panes, reused for new ones: a fresh map of thousands of keys
     /// is cold memory (page faults, then cache misses on every insert), a reused one is warm.
     spare: Vec<super::slice_map::SliceMap>,
+    /// The slice the last record fell in.
+    cur: SliceBounds,
     /// Scratch for merging a window's slices.
     merged: Map<Key, Accs>,
     ends: Vec<i64>,
+}
+
+/// A slice `[start, end)` and the ends of the last and first windows holding it.
+#[derive(Clone, Copy)]
+struct SliceBounds {
+    start: i64,
+    end: i64,
+    last_end: i64,
+    first_end: i64,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -109,6 +120,13 @@ impl WindowAgg {
             spare: Vec::new(),
             merged: Map::default(),
             ends: Vec::new(),
+            // Empty: the first record computes its slice.
+            cur: SliceBounds {
+                start: 0,
+                end: 0,
+                last_end: 0,
+                first_end: 0,
+            },
         }
     }
 
@@ -359,13 +377,27 @@ impl WindowAgg {
             return self.add_session(ts, args, out);
         }
         let window = self.spec.window;
+        // Every time in a slice has the same windows: work them out once per slice (three
+        // divisions were a tenth of a record's cost).
+        if !(self.cur.start <= ts && ts < self.cur.end) {
+            let start = ts - ts.rem_euclid(self.slice);
+            self.cur = SliceBounds {
+                start,
+                end: start.saturating_add(self.slice),
+                last_end: (ts - ts.rem_euclid(self.slide)).saturating_add(self.size),
+                first_end: self.earliest_end(ts),
+            };
+        }
+        let SliceBounds {
+            start,
+            end,
+            last_end,
+            first_end,
+        } = self.cur;
         // The latest window holding `ts` is the last to expire: if it is late, all are.
-        let last = (ts - ts.rem_euclid(self.slide)).saturating_add(self.size);
-        if window.is_late(last, self.wm) {
+        if window.is_late(last_end, self.wm) {
             return Ok(false);
         }
-        let start = ts - ts.rem_euclid(self.slice);
-        let end = start.saturating_add(self.slice);
         // Size a new slice like the last one: growing a map of thousands of keys rehashes
         // (and moves) it many times.
         let hint = self.last_pane_keys;
@@ -394,7 +426,7 @@ impl WindowAgg {
         apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
         entry.dirty = true;
         // Some window holding `ts` fired already: the earliest holding it fires first.
-        if self.earliest_end(ts) - 1 <= self.wm {
+        if first_end - 1 <= self.wm {
             self.refire(ts, out)
                 .map_err(|e| format!("state store: {e}"))?;
         }
