@@ -157,17 +157,19 @@ def main():
                     subprocess.run([FLINK, "dump", "generator", "42", str(n), "10000"], stdout=f, check=True)
                 input_file = clicks
             records = records_of(n)
+            walls = {}
             for p in (1, 2):
                 eo, fo = os.path.join(d, "eddy.jsonl"), os.path.join(d, "flink.jsonl")
                 variants = ["datastream"] if QUICK else ["datastream", "sql"]
                 if not QUICK:
                     eddy_run(plan, n, p, eo, input_file)  # warm-up (page cache, allocator)
-                eddy_cpu, eddy_rss = [], 0.0
+                eddy_cpu, eddy_wall, eddy_rss = [], [], 0.0
                 flink = {v: [] for v in variants}
                 match, detail = True, ""
                 for i in range(RUNS):
-                    cpu, _, rss = eddy_run(plan, n, p, eo, input_file)
+                    cpu, wall, rss = eddy_run(plan, n, p, eo, input_file)
                     eddy_cpu.append(records / cpu)
+                    eddy_wall.append(wall)
                     eddy_rss = max(eddy_rss, rss)
                     for v in variants:
                         case = name if v == "datastream" else name + "-sql"
@@ -190,6 +192,14 @@ def main():
                 if not match:
                     ok = False
                     print(f"  mismatch: {detail}", file=sys.stderr)
+                walls[p] = statistics.median(eddy_wall)
+            # Throughput of P=2 over P=1 on this 2-core machine (wall time of the whole process,
+            # so it includes start-up; the per-CPU-second lines above are the fair comparison).
+            print(
+                f"bench {name}-scaling eddy_p1_wall_s={walls[1]:.2f} eddy_p2_wall_s={walls[2]:.2f} "
+                f"p2_speedup={walls[1] / walls[2]:.2f}",
+                flush=True,
+            )
         for name, plan, full in EDDY_ONLY:
             n = size(full)
             out = os.path.join(d, "eddy.jsonl")

@@ -117,8 +117,11 @@ pub fn shapes(graph: &crate::job::graph::Graph) -> Vec<OperatorShape> {
         .iter()
         .filter_map(|n| {
             let shape = match &n.kind {
+                // Sliding windows keep their state in gcd(size, slide)-wide slices (since
+                // 2026-11-25; before, one pane per window): checkpoints of the older layout
+                // must not be read as slices.
                 NodeKind::Window(w) => format!(
-                    "window key={:?} window={:?} aggregates={:?}",
+                    "window key={:?} window={:?} aggregates={:?}{}",
                     w.key.iter().map(|k| k.text.as_ref()).collect::<Vec<_>>(),
                     w.window,
                     w.aggs
@@ -128,7 +131,11 @@ pub fn shapes(graph: &crate::job::graph::Graph) -> Vec<OperatorShape> {
                             a.kind,
                             a.arg.as_ref().map(|e| e.text.as_ref())
                         ))
-                        .collect::<Vec<_>>()
+                        .collect::<Vec<_>>(),
+                    match w.window.kind {
+                        crate::operators::window::WindowKind::Sliding { .. } => " state=slices",
+                        _ => "",
+                    }
                 ),
                 NodeKind::Join(j) => format!(
                     "join left={} right={} window={:?}",

@@ -161,11 +161,14 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
         if !more {
             break;
         }
-        if !announced {
-            // The first poll tells an empty split from one with data: only now say "active".
-            out.watermark(wm).await?;
-            announced = true;
+        if !announced && polled == 0 {
+            // The first poll tells an empty split from one with data. Nothing went out yet:
+            // say where this split stands (repeating a status just sent is harmless; sending
+            // "active at MIN" after IDLE would not be), so start gates do not wait on it.
+            let status = if idle { crate::exchange::IDLE } else { wm };
+            out.watermark(status).await?;
         }
+        announced = true;
         if polled == 0
             && let Some(wait) = source.backoff()
         {
@@ -215,6 +218,9 @@ pub(super) struct Align {
     done: u64,
 }
 
+/// Messages a start gate holds at most (then it opens, see `Align::next`).
+const GATE_CAP: usize = 256;
+
 impl Align {
     pub(super) fn new(senders: &[usize], start_gate: bool) -> Align {
         Align {
@@ -237,17 +243,25 @@ impl Align {
                 None => inbox.recv().await?,
             };
             if self.waiting > 0 {
-                let first = &mut self.unstarted[env.port as usize][env.from as usize];
-                if !*first {
+                let unstarted = &mut self.unstarted[env.port as usize][env.from as usize];
+                if *unstarted {
+                    // A sender's first message goes now, ahead of what others sent later.
+                    *unstarted = false;
+                    self.waiting -= 1;
+                    if self.waiting == 0 {
+                        self.open_gate();
+                    }
+                } else {
                     self.gate.push_back(env);
+                    if self.gate.len() >= GATE_CAP {
+                        // A sender slow to start (a source waiting for its broker): stop
+                        // holding the others rather than buffer without bound; only the
+                        // start-up determinism of late-data decisions is lost.
+                        tracing::debug!("start gate opened before every sender started");
+                        self.waiting = 0;
+                        self.open_gate();
+                    }
                     continue;
-                }
-                *first = false;
-                self.waiting -= 1;
-                if self.waiting == 0 {
-                    let mut replay = std::mem::take(&mut self.gate);
-                    replay.extend(self.replay.drain(..));
-                    self.replay = replay;
                 }
             }
             if self.blocked[env.port as usize][env.from as usize] {
@@ -256,6 +270,13 @@ impl Align {
             }
             return Some(env);
         }
+    }
+
+    /// Releases what the start gate held, in arrival order, ahead of anything else queued.
+    fn open_gate(&mut self) {
+        let mut replay = std::mem::take(&mut self.gate);
+        replay.extend(self.replay.drain(..));
+        self.replay = replay;
     }
 
     /// Records barrier `id` from a sender; true once every live sender delivered it.
@@ -369,6 +390,9 @@ pub(super) async fn operator_task(
     mut op: Box<dyn Operator>,
     mut out: Outputs,
 ) -> Result<(), JobError> {
+    // A first message right away, before a restore that may take a while, so downstream
+    // start gates (see `Align`) never wait on an operator that has nothing to say yet.
+    out.watermark(i64::MIN).await?;
     let range = open_state(&ctx, &mut op)?;
     let om = ctx.om(Role::Other);
     let mut emit = ctx.emit();
@@ -381,9 +405,6 @@ pub(super) async fn operator_task(
     let mut idle_out = false;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     let ticks = op.wants_ticks();
-    // A first message right away, so downstream start gates (see `Align`) never wait on an
-    // operator that has nothing to say yet.
-    out.watermark(current).await?;
     loop {
         let env = tokio::select! {
             env = align.next(&mut inbox) => env,
@@ -425,7 +446,8 @@ pub(super) async fn operator_task(
             }
         }
         if aligned && let Some(id) = align.release() {
-            let data = snapshot(&ctx, &mut op, id, range, current)?;
+            let wm = op.checkpoint_watermark(current);
+            let data = snapshot(&ctx, &mut op, id, range, wm)?;
             ctx.ack(id, data);
             out.barrier(id).await?;
         }
@@ -459,5 +481,80 @@ pub(super) async fn operator_task(
             });
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wm(from: u32, w: i64) -> Envelope {
+        Envelope {
+            port: 0,
+            from,
+            msg: Msg::Watermark(w),
+        }
+    }
+
+    fn order(got: &[Envelope]) -> Vec<(u32, i64)> {
+        got.iter()
+            .map(|e| match e.msg {
+                Msg::Watermark(w) => (e.from, w),
+                _ => (e.from, -1),
+            })
+            .collect()
+    }
+
+    async fn drain(
+        align: &mut Align,
+        rx: &mut mpsc::Receiver<Envelope>,
+        n: usize,
+    ) -> Vec<Envelope> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            got.push(align.next(rx).await.expect("message"));
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn start_gate_lets_every_first_message_ahead_keeping_each_senders_order() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for e in [wm(0, 1), wm(0, 2), wm(0, 3), wm(1, 10), wm(1, 11), wm(0, 4)] {
+            tx.send(e).await.expect("send");
+        }
+        let mut align = Align::new(&[2], true);
+        let got = drain(&mut align, &mut rx, 6).await;
+        // Sender 1's first message overtakes sender 0's later ones; each sender's own
+        // messages stay in order.
+        assert_eq!(
+            order(&got),
+            vec![(0, 1), (1, 10), (0, 2), (0, 3), (1, 11), (0, 4)]
+        );
+        // Without the gate, arrival order.
+        for e in [wm(0, 1), wm(0, 2), wm(1, 10)] {
+            tx.send(e).await.expect("send");
+        }
+        let mut plain = Align::new(&[2], false);
+        assert_eq!(
+            order(&drain(&mut plain, &mut rx, 3).await),
+            vec![(0, 1), (0, 2), (1, 10)]
+        );
+    }
+
+    #[tokio::test]
+    async fn start_gate_opens_when_full_rather_than_buffer_without_bound() {
+        let n = GATE_CAP + 10;
+        let (tx, mut rx) = mpsc::channel(n + 1);
+        for i in 0..n as i64 {
+            tx.send(wm(0, i)).await.expect("send");
+        }
+        let mut align = Align::new(&[2], true);
+        // Sender 1 never starts, yet everything from sender 0 comes through, in order.
+        let got = drain(&mut align, &mut rx, n).await;
+        assert_eq!(
+            order(&got),
+            (0..n as i64).map(|i| (0, i)).collect::<Vec<_>>()
+        );
     }
 }

@@ -150,6 +150,12 @@ pub trait Operator: Send {
     fn wants_ticks(&self) -> bool {
         false
     }
+    /// The watermark to record with a snapshot, given the task's input watermark: what the
+    /// operator gets back on restore. Processing-time windows record their own clock, which
+    /// is what decides what they have fired.
+    fn checkpoint_watermark(&self, input: i64) -> i64 {
+        input
+    }
     /// Whether this operator keeps keyed state (and so gets a state store).
     fn stateful(&self) -> bool {
         false

@@ -16,6 +16,9 @@ pub(super) struct SliceMap {
     index: HashTable<u32>,
     entries: Vec<(Key, Entry)>,
     hasher: foldhash::fast::RandomState,
+    /// The entry the last lookup found: runs of one key (a global key, as in `keyBy: {all:
+    /// ...}`, or bursts) skip hashing.
+    last: Option<usize>,
 }
 
 impl SliceMap {
@@ -24,6 +27,7 @@ impl SliceMap {
             index: HashTable::with_capacity(n),
             entries: Vec::with_capacity(n),
             hasher: Default::default(),
+            last: None,
         }
     }
 
@@ -35,6 +39,7 @@ impl SliceMap {
     pub(super) fn clear(&mut self) {
         self.index.clear();
         self.entries.clear();
+        self.last = None;
     }
 
     fn find(&self, key: &[Value]) -> Option<usize> {
@@ -59,6 +64,11 @@ impl SliceMap {
         key: &[Value],
         make: impl FnOnce() -> Result<Entry, E>,
     ) -> Result<(&mut Entry, bool), E> {
+        if let Some(i) = self.last
+            && self.entries[i].0[..] == *key
+        {
+            return Ok((&mut self.entries[i].1, false));
+        }
         let hash = self.hasher.hash_one(key);
         let entries = &self.entries;
         let hasher = &self.hasher;
@@ -84,6 +94,7 @@ impl SliceMap {
                 (i, true)
             }
         };
+        self.last = Some(i);
         Ok((&mut self.entries[i].1, inserted))
     }
 

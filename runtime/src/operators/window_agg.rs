@@ -193,7 +193,13 @@ impl WindowAgg {
         // Ends of the windows holding each slice with data, in (lo, hi].
         let mut ends = std::mem::take(&mut self.ends);
         ends.clear();
-        for &(end, start) in self.panes.keys() {
+        // Only slices of windows ending in (lo, hi]: their ends are above `lo - size`.
+        let from = (lo.saturating_sub(self.size), i64::MAX);
+        for &(end, start) in self
+            .panes
+            .range((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+        {
             if start >= hi {
                 break;
             }
@@ -250,8 +256,11 @@ impl WindowAgg {
                 Self::emit_row(out, key, start, end, &e.accs);
             }
             self.last_pane_keys = pane.keys.len();
-            if pane.spilled {
-                self.for_each_spilled((end, start), |key, accs| {
+            if pane.spilled
+                && let Some(st) = &self.state
+            {
+                let all = st.store.range.0..=st.store.range.1;
+                self.for_each_spilled((end, start), all, |key, accs| {
                     Self::emit_row(out, &key, start, end, &accs);
                     Ok(())
                 })?;
@@ -269,8 +278,27 @@ impl WindowAgg {
                 spilled.push(slice);
             }
         }
-        for slice in spilled {
-            self.for_each_spilled(slice, |key, accs| merge_into(&mut merged, &key, &accs))?;
+        if !spilled.is_empty()
+            && let Some(st) = &self.state
+        {
+            // Stored entries are read one key group at a time, so a window far larger than
+            // the cache never sits in memory whole: a key also held in memory merges into
+            // `merged`; the others are emitted with their key group.
+            let (first, last) = st.store.range;
+            let mut extra: Map<Key, Accs> = Map::default();
+            for kg in first..=last {
+                for &slice in &spilled {
+                    self.for_each_spilled(slice, kg..=kg, |key, accs| {
+                        match merged.get_mut(&key) {
+                            Some(a) => merge_accs(a, &accs),
+                            None => merge_into(&mut extra, &key, &accs),
+                        }
+                    })?;
+                }
+                for (key, accs) in extra.drain() {
+                    Self::emit_row(out, &key, start, end, &accs);
+                }
+            }
         }
         for (key, accs) in merged.drain() {
             Self::emit_row(out, &key, start, end, &accs);
@@ -526,6 +554,16 @@ impl Operator for WindowAgg {
 
     fn wants_ticks(&self) -> bool {
         self.spec.window.processing_time
+    }
+
+    fn checkpoint_watermark(&self, input: i64) -> i64 {
+        if self.spec.window.processing_time {
+            // What fired follows this clock, not the input's event time (restored as
+            // `fired_to`; windows that ended while the job was down fire on the first tick).
+            self.wm
+        } else {
+            input
+        }
     }
 
     fn stateful(&self) -> bool {

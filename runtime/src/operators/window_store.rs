@@ -144,6 +144,7 @@ impl WindowAgg {
     pub(super) fn for_each_spilled(
         &self,
         (end, start): (i64, i64),
+        key_groups: std::ops::RangeInclusive<u32>,
         mut f: impl FnMut(Key, Accs) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
         let Some(st) = &self.state else {
@@ -153,7 +154,7 @@ impl WindowAgg {
             return Ok(());
         };
         let n_keys = self.spec.key.len();
-        for kg in st.store.range.0..=st.store.range.1 {
+        for kg in key_groups {
             let prefix = pane_prefix(kg, end, start);
             for item in st.store.scan(&prefix) {
                 let (k, v) = item?;
