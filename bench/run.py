@@ -14,6 +14,7 @@ included (a few milliseconds), so the comparison is slightly unfavourable to Edd
 the records the sources emit (bids only for q5/q7, persons and auctions for q8), counted the same
 way for both. A ratio is printed only when the results match.
 
+BENCH_CASES=q5,q7 (comma-separated case names, or checkpoint-cost) runs only those.
 QUICK=1: small inputs, one run each, DataStream Flink only: checks that every case works and that
 the results match; asserts nothing about time. Otherwise: a warm-up run of each engine, then
 BENCH_RUNS (default 3) alternating runs, medians with min-max, and the faster of Flink's DataStream
@@ -149,7 +150,10 @@ def main():
     ok = True
     with tempfile.TemporaryDirectory() as d:
         clicks = os.path.join(d, "clicks.jsonl")
+        only = [c for c in os.environ.get("BENCH_CASES", "").split(",") if c]
         for name, plan, full, records_of in CASES:
+            if only and name not in only:
+                continue
             n = size(full)
             input_file = None
             if name == "file-count":
@@ -201,11 +205,14 @@ def main():
                 flush=True,
             )
         for name, plan, full in EDDY_ONLY:
+            if only and name not in only:
+                continue
             n = size(full)
             out = os.path.join(d, "eddy.jsonl")
             cpu, wall, rss = eddy_run(plan, n, 1, out)
             print(f"bench {name}-p1 records_per_sec={n / wall:.0f} eddy_per_cpu_s={n / cpu:.0f} peak_rss_mb={rss:.0f}", flush=True)
-        ok = checkpoint_cost(d) and ok
+        if not only or "checkpoint-cost" in only:
+            ok = checkpoint_cost(d) and ok
     if not ok:
         sys.exit("bench: Eddy's and Flink's results differ (see above)")
 

@@ -150,20 +150,18 @@ impl NexmarkConfig {
                 let persons = epoch + 1;
                 let id = 1000 + epoch * 3 + (off - 1);
                 let initial = 1 + pick(s, i, 0, 1000);
-                row.extend([
-                    int(id),
-                    if want(1) {
-                        prefixed("item-", id)
-                    } else {
-                        Value::Null
-                    },
-                    int(initial),
-                    int(initial + pick(s, i, 1, 1000)),
-                    int(1000 + epoch - pick(s, i, 2, persons.min(100))),
-                    int(10 + pick(s, i, 3, 5)),
-                    Value::Int(t),
-                    Value::Int(t + 10_000 + pick(s, i, 4, 20_000) as i64),
-                ]);
+                row.push(int(id));
+                row.push(if want(1) {
+                    prefixed("item-", id)
+                } else {
+                    Value::Null
+                });
+                row.push(int(initial));
+                row.push(int(initial + pick(s, i, 1, 1000)));
+                row.push(int(1000 + epoch - pick(s, i, 2, persons.min(100))));
+                row.push(int(10 + pick(s, i, 3, 5)));
+                row.push(Value::Int(t));
+                row.push(Value::Int(t + 10_000 + pick(s, i, 4, 20_000) as i64));
             }
             Kind::Bid => {
                 let auctions = epoch * 3 + 3;
@@ -178,22 +176,22 @@ impl NexmarkConfig {
                 } else {
                     1000 + epoch - pick(s, i, 3, persons.min(100))
                 };
-                row.extend([
-                    int(auction),
-                    int(bidder),
-                    int(100 + pick(s, i, 4, 100_000)),
-                    if want(3) {
-                        st(CHANNELS[pick(s, i, 5, 4) as usize])
-                    } else {
-                        Value::Null
-                    },
-                    if want(4) {
-                        prefixed("https://nexmark.example/item/", pick(s, i, 6, 1000))
-                    } else {
-                        Value::Null
-                    },
-                    Value::Int(t),
-                ]);
+                // Value by value: building the row as an array and moving it into `row` cost
+                // a sixth of q5 in copies.
+                row.push(int(auction));
+                row.push(int(bidder));
+                row.push(int(100 + pick(s, i, 4, 100_000)));
+                row.push(if want(3) {
+                    st(CHANNELS[pick(s, i, 5, 4) as usize])
+                } else {
+                    Value::Null
+                });
+                row.push(if want(4) {
+                    prefixed("https://nexmark.example/item/", pick(s, i, 6, 1000))
+                } else {
+                    Value::Null
+                });
+                row.push(Value::Int(t));
             }
         }
     }
