@@ -281,10 +281,12 @@ fn s3_files_exactly_once_across_crashes() {
         );
         // A random moment after a checkpoint: mid-epoch, mid-upload or mid-publish.
         std::thread::sleep(jitter(900));
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "run {i} ended before it was killed; slow the input down"
-        );
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let tail: Vec<String> = rx.try_iter().collect();
+            panic!(
+                "run {i} ended ({status}) before it was killed (if it succeeded, slow the input down); its last log lines: {tail:#?}"
+            );
+        }
         kill(child);
     }
     let a = args("2");
