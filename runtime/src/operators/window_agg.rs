@@ -179,10 +179,10 @@ impl WindowAgg {
         self.fire_aligned(w, out);
     }
 
-    /// The end of the last window holding slice `[start, ..)`: the slice can go once that
-    /// window is late.
-    fn last_end(&self, slice_start: i64) -> i64 {
-        (slice_start - slice_start.rem_euclid(self.slide)).saturating_add(self.size)
+    /// The end of the last window holding time `t` (and so the whole slice holding it: a
+    /// slice can go once that window is late).
+    fn last_end(&self, t: i64) -> i64 {
+        (t - t.rem_euclid(self.slide)).saturating_add(self.size)
     }
 
     /// Fires the windows whose end the watermark `w` passed since the last call, then drops
@@ -310,26 +310,16 @@ impl WindowAgg {
     /// A record landed in windows that already fired (within the allowed lateness): emits
     /// the key's updated result of each of them now, as Flink's event-time trigger does.
     fn refire(&mut self, ts: i64, out: &mut Emit) -> Result<(), crate::state::StateError> {
-        let mut e = (ts - ts.rem_euclid(self.slide)).saturating_add(self.size);
+        let mut e = self.last_end(ts);
         while e > ts {
             if e - 1 <= self.wm && !self.spec.window.is_late(e, self.wm) {
                 let start = e - self.size;
                 let mut accs: Option<Accs> = None;
                 let range = (start.saturating_add(1), i64::MIN)..=(e, i64::MAX);
-                let slices: Vec<((i64, i64), bool)> = self
-                    .panes
-                    .range(range)
-                    .map(|(k, p)| (*k, p.spilled))
-                    .collect();
-                for ((end, s), spilled) in slices {
-                    let mem = self
-                        .panes
-                        .get(&(end, s))
-                        .and_then(|p| p.keys.get(&self.key_buf[..]))
-                        .map(|en| en.accs.clone());
-                    let found = match (mem, spilled, &self.state) {
-                        (Some(a), _, _) => Some(a),
-                        (None, true, Some(st)) => {
+                for (&(end, s), pane) in self.panes.range(range) {
+                    let found = match (pane.keys.get(&self.key_buf[..]), &self.state) {
+                        (Some(en), _) => Some(en.accs.clone()),
+                        (None, Some(st)) if pane.spilled => {
                             super::window_store::load(st, end, s, &self.key_buf)?.map(|en| en.accs)
                         }
                         _ => None,
@@ -412,7 +402,7 @@ impl WindowAgg {
             self.cur = SliceBounds {
                 start,
                 end: start.saturating_add(self.slice),
-                last_end: (ts - ts.rem_euclid(self.slide)).saturating_add(self.size),
+                last_end: self.last_end(ts),
                 first_end: self.earliest_end(ts),
             };
         }
