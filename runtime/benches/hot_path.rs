@@ -1,6 +1,6 @@
 //! Micro-benchmarks of each hot piece, so a change that slows one shows up in `make bench`:
 //! expression evaluation (compiled vs the `cel` interpreter), JSON decoding, the window update,
-//! and an exchange hop.
+//! JSON encoding of results, and an exchange hop.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use eddy::connectors::generator::{ClickConfig, mix64};
@@ -10,7 +10,7 @@ use eddy::expr::{Scope, compile};
 use eddy::job::graph::NodeKind;
 use eddy::operators::window_agg::WindowAgg;
 use eddy::operators::{Emit, Operator};
-use eddy::record::{BATCH_SIZE, Batch, Schema, Value};
+use eddy::record::{BATCH_SIZE, Batch, JsonLines, Schema, Type, Value};
 use serde::de::DeserializeSeed;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -173,6 +173,41 @@ fn window_update(c: &mut Criterion) {
     g.finish();
 }
 
+/// Window results (key, bounds, count) encoded as JSON lines, as a sink receives them.
+fn json_encode(c: &mut Criterion) {
+    let schema = Arc::new(Schema::new([
+        ("user", Type::String),
+        ("window_start", Type::Int),
+        ("window_end", Type::Int),
+        ("n", Type::Int),
+    ]));
+    let mut batch = Batch::with_capacity(schema.clone(), BATCH_SIZE);
+    for i in 0..BATCH_SIZE as i64 {
+        let start = 1_700_000_000_000 + (i / 100) * 10_000;
+        batch.push(
+            [
+                Value::from(format!("u{}", i * 7 % 10_000).as_str()),
+                Value::Int(start),
+                Value::Int(start + 10_000),
+                Value::Int(i % 13 + 1),
+            ],
+            start + 9_999,
+        );
+    }
+    let enc = JsonLines::new(&schema);
+    let mut out = Vec::new();
+    let mut g = c.benchmark_group("json");
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    g.bench_function("encode_result_rows", |b| {
+        b.iter(|| {
+            out.clear();
+            enc.encode(black_box(&batch), &mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
 fn exchange_hop(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -208,6 +243,7 @@ criterion_group!(
     expressions,
     json_decode,
     window_update,
+    json_encode,
     exchange_hop
 );
 criterion_main!(benches);

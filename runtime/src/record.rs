@@ -10,6 +10,9 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+mod lines;
+pub use lines::{JsonLines, encode_string};
+
 /// Rows per batch produced by sources. Small enough to stay in cache, large enough that a
 /// channel hop costs about a nanosecond per record.
 pub const BATCH_SIZE: usize = 1024;
@@ -357,43 +360,6 @@ impl Batch {
     /// The row as a JSON object, fields in schema order.
     pub fn row_json(&self, i: usize, out: &mut String) {
         row_json(&self.schema, self.row(i), out);
-    }
-}
-
-/// Encodes batches of one schema as JSON lines, with each field's `"name":` prepared once.
-#[derive(Debug, Clone)]
-pub struct JsonLines {
-    prefixes: Vec<String>,
-}
-
-impl JsonLines {
-    pub fn new(schema: &Schema) -> JsonLines {
-        let prefixes = schema
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let mut p = String::from(if i == 0 { "{" } else { "," });
-                write_json_str(&f.name, &mut p);
-                p.push(':');
-                p
-            })
-            .collect();
-        JsonLines { prefixes }
-    }
-
-    /// Appends one line per row.
-    pub fn encode(&self, batch: &Batch, out: &mut String) {
-        for (row, _) in batch.rows() {
-            if self.prefixes.is_empty() {
-                out.push('{');
-            }
-            for (p, v) in self.prefixes.iter().zip(row) {
-                out.push_str(p);
-                v.write_json(out);
-            }
-            out.push_str("}\n");
-        }
     }
 }
 

@@ -19,6 +19,7 @@ pub struct LineSink {
     name: String,
     out: Box<dyn Write + Send>,
     buf: String,
+    lines: Vec<u8>,
 }
 
 impl LineSink {
@@ -37,6 +38,7 @@ impl LineSink {
                 name: "stdout".into(),
                 out: Box::new(std::io::stdout()),
                 buf: String::new(),
+                lines: Vec::new(),
             },
             SinkSpec::File { path } => {
                 let io = |e| ConnectorError::Io {
@@ -62,6 +64,7 @@ impl LineSink {
                     name: path.clone(),
                     out: Box::new(BufWriter::with_capacity(256 * 1024, f)),
                     buf: String::new(),
+                    lines: Vec::new(),
                 }
             }
             SinkSpec::Parts { path } => {
@@ -101,9 +104,11 @@ impl LineSink {
 
 impl Sink for LineSink {
     fn write(&mut self, batch: &Batch) -> Result<(), ConnectorError> {
-        self.buf.clear();
-        JsonLines::new(&batch.schema).encode(batch, &mut self.buf);
-        let r = self.out.write_all(self.buf.as_bytes());
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
+        JsonLines::new(&batch.schema).encode(batch, &mut lines);
+        let r = self.out.write_all(&lines);
+        self.lines = lines;
         r.map_err(|e| self.io(e))
     }
 

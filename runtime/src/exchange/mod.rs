@@ -58,7 +58,7 @@ pub enum Msg {
     /// Rows already encoded as JSON lines by the sender, for a sink: encoding in the sending
     /// workers keeps a single sink instance from serialising every result alone.
     Encoded {
-        lines: String,
+        lines: Vec<u8>,
         rows: usize,
     },
     /// No record older than this will follow from this sender.

@@ -123,7 +123,7 @@ impl Outputs {
     async fn send_edge(&mut self, e: usize, batch: Batch, emit: &mut Emit) -> Result<(), JobError> {
         let (port, from) = (self.edges[e].port, self.edges[e].from);
         if let Some(enc) = &self.edges[e].encoder {
-            let mut lines = String::with_capacity(batch.len() * 64);
+            let mut lines = Vec::new();
             enc.encode(&batch, &mut lines);
             let target = self.edges[e].targets[0].clone();
             let rows = batch.len();

@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 /// A sink's writer: plain (stdout, or files without checkpoints), two-phase files, or Kafka.
 enum Output {
     Plain(LineSink),
-    Txn(TxnFileSink, String),
+    Txn(TxnFileSink, Vec<u8>),
     /// Part files under a prefix; `true`: published when checkpoints complete (else at the
     /// end).
-    Parts(PartSink, String, bool),
+    Parts(PartSink, Vec<u8>, bool),
     Kafka(Kafka),
 }
 
@@ -74,9 +74,9 @@ impl Kafka {
         Ok(())
     }
 
-    async fn write_encoded(&mut self, lines: &str) -> Result<(), ConnectorError> {
-        for line in lines.split('\n').filter(|l| !l.is_empty()) {
-            self.send(None, line.as_bytes()).await?;
+    async fn write_encoded(&mut self, lines: &[u8]) -> Result<(), ConnectorError> {
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            self.send(None, line).await?;
         }
         Ok(())
     }
@@ -105,13 +105,13 @@ impl Output {
                 };
                 Ok(Output::Txn(
                     TxnFileSink::open(path, restored, epoch)?,
-                    String::new(),
+                    Vec::new(),
                 ))
             }
             SinkSpec::Parts { path } => {
                 let restored = restored_parts(name, restored_state)?;
                 let sink = PartSink::open(path, &super::launch::run_id(), restored, epoch).await?;
-                Ok(Output::Parts(sink, String::new(), ctx.cp.exactly_once))
+                Ok(Output::Parts(sink, Vec::new(), ctx.cp.exactly_once))
             }
             SinkSpec::Kafka(k) => {
                 let writer = match k.exactly_once.unwrap_or(ctx.cp.exactly_once) {
@@ -140,22 +140,22 @@ impl Output {
             Output::Txn(s, buf) => {
                 buf.clear();
                 JsonLines::new(&b.schema).encode(b, buf);
-                s.write(buf.as_bytes())
+                s.write(buf)
             }
             Output::Parts(s, buf, _) => {
                 buf.clear();
                 JsonLines::new(&b.schema).encode(b, buf);
-                s.write(buf.as_bytes()).await
+                s.write(buf).await
             }
             Output::Kafka(k) => k.write_batch(b).await,
         }
     }
 
-    async fn write_encoded(&mut self, lines: &str) -> Result<(), ConnectorError> {
+    async fn write_encoded(&mut self, lines: &[u8]) -> Result<(), ConnectorError> {
         match self {
-            Output::Plain(s) => s.write_encoded(lines.as_bytes()),
-            Output::Txn(s, _) => s.write(lines.as_bytes()),
-            Output::Parts(s, _, _) => s.write(lines.as_bytes()).await,
+            Output::Plain(s) => s.write_encoded(lines),
+            Output::Txn(s, _) => s.write(lines),
+            Output::Parts(s, _, _) => s.write(lines).await,
             Output::Kafka(k) => k.write_encoded(lines).await,
         }
     }

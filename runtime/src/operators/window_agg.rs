@@ -131,12 +131,17 @@ impl WindowAgg {
     }
 
     pub(super) fn emit_row(out: &mut Emit, key: &[Value], start: i64, end: i64, accs: &[Acc]) {
-        let row = key
-            .iter()
-            .cloned()
-            .chain([Value::Int(start), Value::Int(end)])
-            .chain(accs.iter().map(Acc::result));
-        out.push(row, end - 1);
+        // Values pushed one by one: a chained iterator here compiled to a per-value loop that
+        // cost as much as encoding the row.
+        out.push_with(|values| {
+            values.extend_from_slice(key);
+            values.push(Value::Int(start));
+            values.push(Value::Int(end));
+            for a in accs {
+                values.push(a.result());
+            }
+            end - 1
+        });
     }
 
     fn fire(&mut self, w: i64, out: &mut Emit) {
@@ -487,7 +492,9 @@ impl Operator for WindowAgg {
     fn on_batch(&mut self, _port: usize, batch: Batch, out: &mut Emit) {
         let spec = self.spec.clone();
         let now = if spec.window.processing_time {
-            crate::connectors::now_ms()
+            // Never behind the clock this operator already fired to: a wall clock stepped
+            // back (a VM's time sync) would otherwise make records late in processing time.
+            crate::connectors::now_ms().max(self.wm.saturating_add(1))
         } else {
             0
         };
