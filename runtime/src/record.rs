@@ -328,6 +328,12 @@ impl Batch {
         (self.values, self.times)
     }
 
+    /// Removes every row, keeping the memory.
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.times.clear();
+    }
+
     pub fn reserve(&mut self, rows: usize) {
         self.values.reserve(rows * self.schema.len());
         self.times.reserve(rows);

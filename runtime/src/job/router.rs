@@ -82,6 +82,16 @@ impl Outputs {
         }
     }
 
+    /// The encoder of the step's one main-output edge when that edge goes to a sink: the
+    /// step's rows can then be encoded as they are emitted (`Emit::encode_lines`).
+    pub fn sink_encoder(&self) -> Option<JsonLines> {
+        let mut main = self.edges.iter().filter(|e| !e.late);
+        match (main.next(), main.next()) {
+            (Some(e), None) => e.encoder.clone(),
+            _ => None,
+        }
+    }
+
     fn gone(&self) -> JobError {
         JobError::Disconnected {
             step: self.step.clone(),
@@ -221,6 +231,14 @@ impl Outputs {
     ) -> Result<(), JobError> {
         for b in emit.take() {
             self.send_stream(b, false, emit).await?;
+        }
+        for (lines, rows) in emit.take_lines() {
+            // Only set up when the one main edge is a sink's (`sink_encoder`).
+            if let Some(e) = self.edges.iter().find(|e| !e.late) {
+                let (port, from, target) = (e.port, e.from, e.targets[0].clone());
+                self.deliver(&target, port, from, Msg::Encoded { lines, rows })
+                    .await?;
+            }
         }
         for b in std::mem::take(&mut emit.late) {
             self.send_stream(b, true, emit).await?;

@@ -396,6 +396,9 @@ pub(super) async fn operator_task(
     let range = open_state(&ctx, &mut op)?;
     let om = ctx.om(Role::Other);
     let mut emit = ctx.emit();
+    if let Some(encoder) = out.sink_encoder() {
+        emit.encode_lines(encoder);
+    }
     let senders = ctx.senders();
     let mut align = Align::new(&senders, true);
     let mut marks: Vec<Vec<i64>> = senders.iter().map(|n| vec![i64::MIN; *n]).collect();
@@ -411,6 +414,7 @@ pub(super) async fn operator_task(
             _ = tick.tick(), if ticks => {
                 op.on_tick(crate::connectors::now_ms(), &mut emit);
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+                om.records_out.inc_by(emit.take_emitted());
                 continue;
             }
         };
@@ -427,9 +431,8 @@ pub(super) async fn operator_task(
             Msg::Data(batch) => {
                 om.records_in.inc_by(batch.len() as u64);
                 op.on_batch(port, batch, &mut emit);
-                om.records_out
-                    .inc_by(emit.ready.iter().map(|b| b.len() as u64).sum());
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+                om.records_out.inc_by(emit.take_emitted());
             }
             Msg::Encoded { .. } => {
                 return Err(JobError::Task(format!(
@@ -457,6 +460,7 @@ pub(super) async fn operator_task(
                 idle_out = false;
                 op.on_watermark(current, &mut emit);
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+                om.records_out.inc_by(emit.take_emitted());
                 if current != i64::MAX {
                     out.watermark(current).await?;
                 }

@@ -33,7 +33,24 @@ pub struct Emit {
     pub dead: Vec<DeadLetter>,
     /// Late records dropped because the step has no late output.
     pub dropped_late: u64,
+    /// Rows emitted since `take_emitted`.
+    emitted: u64,
+    /// Set when the step's only consumer is a sink: see `encode_lines`.
+    lines: Option<Lines>,
 }
+
+/// Rows encoded as JSON lines as they are emitted, a few dozen at a time.
+struct Lines {
+    encoder: crate::record::JsonLines,
+    /// The chunk being filled; its length runs ahead of `pos` (see `JsonLines::encode_at`).
+    buf: Vec<u8>,
+    pos: usize,
+    rows: usize,
+    ready: Vec<(Vec<u8>, usize)>,
+}
+
+/// Rows gathered before they are encoded in lines mode: few enough to stay in L1.
+const LINES_ROWS: usize = 64;
 
 impl Emit {
     pub fn new(step: Arc<str>, schema: Arc<Schema>) -> Emit {
@@ -46,6 +63,57 @@ impl Emit {
             late: Vec::new(),
             dead: Vec::new(),
             dropped_late: 0,
+            emitted: 0,
+            lines: None,
+        }
+    }
+
+    /// Encodes rows as JSON lines as they come (taken with `take_lines`) instead of
+    /// gathering them into batches: for a step whose only consumer is a sink, which wants
+    /// nothing else. Building a batch of result values, moving it and dropping it cost as
+    /// much as encoding it.
+    pub fn encode_lines(&mut self, encoder: crate::record::JsonLines) {
+        self.flush();
+        self.lines = Some(Lines {
+            encoder,
+            buf: Vec::new(),
+            pos: 0,
+            rows: 0,
+            ready: Vec::new(),
+        });
+    }
+
+    /// Rows emitted since the last call.
+    pub fn take_emitted(&mut self) -> u64 {
+        std::mem::take(&mut self.emitted)
+    }
+
+    /// Takes the encoded chunks ready to send, with their row counts (lines mode).
+    pub fn take_lines(&mut self) -> Vec<(Vec<u8>, usize)> {
+        self.flush();
+        match &mut self.lines {
+            Some(l) => std::mem::take(&mut l.ready),
+            None => Vec::new(),
+        }
+    }
+
+    /// Lines mode: encodes the gathered rows into the current chunk; with `close`, or once
+    /// the chunk holds a batch's worth of rows, makes it ready.
+    fn encode_cur(&mut self, close: bool) {
+        let Some(l) = &mut self.lines else {
+            return;
+        };
+        if !self.cur.is_empty() {
+            l.pos = l.encoder.encode_at(&self.cur, &mut l.buf, l.pos);
+            l.rows += self.cur.len();
+            self.cur.clear();
+        }
+        if l.rows > 0 && (close || l.rows >= BATCH_SIZE) {
+            let mut chunk = std::mem::take(&mut l.buf);
+            chunk.truncate(l.pos);
+            l.ready.push((chunk, l.rows));
+            l.pos = 0;
+            l.rows = 0;
         }
     }
 
@@ -56,6 +124,13 @@ impl Emit {
     /// Emits a whole batch (after flushing rows pushed one by one, to keep order).
     pub fn batch(&mut self, b: Batch) {
         self.flush();
+        self.emitted += b.len() as u64;
+        if self.lines.is_some() {
+            self.cur = b;
+            self.encode_cur(true);
+            self.cur = Batch::new(self.schema.clone());
+            return;
+        }
         if !b.is_empty() {
             self.ready.push(b);
         }
@@ -68,7 +143,17 @@ impl Emit {
             self.cur.reserve(BATCH_SIZE / 4);
         }
         self.cur.push(row, time);
-        if self.cur.len() >= BATCH_SIZE {
+        self.pushed();
+    }
+
+    #[inline]
+    fn pushed(&mut self) {
+        self.emitted += 1;
+        if self.lines.is_some() {
+            if self.cur.len() >= LINES_ROWS {
+                self.encode_cur(false);
+            }
+        } else if self.cur.len() >= BATCH_SIZE {
             self.flush();
         }
     }
@@ -80,9 +165,7 @@ impl Emit {
             self.cur.reserve(BATCH_SIZE / 4);
         }
         self.cur.push_with(fill);
-        if self.cur.len() >= BATCH_SIZE {
-            self.flush();
-        }
+        self.pushed();
     }
 
     /// Room for `rows` more rows in the batch being built (sources know their batch size).
@@ -91,6 +174,10 @@ impl Emit {
     }
 
     pub fn flush(&mut self) {
+        if self.lines.is_some() {
+            self.encode_cur(true);
+            return;
+        }
         if !self.cur.is_empty() {
             let full = std::mem::replace(&mut self.cur, Batch::new(self.schema.clone()));
             self.ready.push(full);

@@ -34,7 +34,21 @@ impl JsonLines {
 
     /// Appends one line per row to `out`.
     pub fn encode(&self, batch: &Batch, out: &mut Vec<u8>) {
-        let mut w = Writer::new(out, batch.len() * (self.frame + 16 * self.prefixes.len()));
+        let pos = out.len();
+        out.resize(
+            pos + batch.len() * (self.frame + 16 * self.prefixes.len()),
+            0,
+        );
+        let end = self.encode_at(batch, out, pos);
+        out.truncate(end);
+    }
+
+    /// Writes one line per row into `out` from `pos` on, returning the end of what it wrote.
+    /// `out` grows as needed and may end past the returned position (zeros, or older bytes):
+    /// a caller encoding many small batches into one buffer keeps its length ahead of the
+    /// writes, so the buffer is not zeroed again each time.
+    pub fn encode_at(&self, batch: &Batch, out: &mut Vec<u8>, pos: usize) -> usize {
+        let mut w = Writer { out, pos };
         // The last integer written in each column, already formatted: window bounds repeat
         // down a batch of results, and formatting a 13-digit time cost more than copying it.
         let mut last = vec![IntMemo::default(); self.prefixes.len()];
@@ -54,7 +68,7 @@ impl JsonLines {
             w.room(2);
             w.put(b"}\n");
         }
-        w.finish();
+        w.pos
     }
 }
 
@@ -91,19 +105,13 @@ fn max_len(v: &Value) -> usize {
     }
 }
 
-/// Writes into a vector whose length runs ahead of the written bytes (`finish` trims it).
+/// Writes into a vector whose length runs ahead of the written bytes.
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
     pos: usize,
 }
 
-impl<'a> Writer<'a> {
-    fn new(out: &'a mut Vec<u8>, expect: usize) -> Writer<'a> {
-        let pos = out.len();
-        out.resize(pos + expect, 0);
-        Writer { out, pos }
-    }
-
+impl Writer<'_> {
     /// Makes room for `n` more bytes.
     #[inline]
     fn room(&mut self, n: usize) {
@@ -164,10 +172,6 @@ impl<'a> Writer<'a> {
                 self.put(s.as_bytes());
             }
         }
-    }
-
-    fn finish(self) {
-        self.out.truncate(self.pos);
     }
 }
 
