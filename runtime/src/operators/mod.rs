@@ -300,3 +300,49 @@ impl Keyed {
         self.kg(buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{JsonLines, Type, encode_string};
+
+    /// Lines mode writes exactly what encoding the batches of batch mode would, in the same
+    /// order, across row pushes, whole batches and flushes, and counts every row.
+    #[test]
+    fn lines_mode_equals_encoded_batches() {
+        let schema = Arc::new(Schema::new([("k", Type::String), ("n", Type::Int)]));
+        let drive = |emit: &mut Emit| {
+            for i in 0..3000i64 {
+                match i % 7 {
+                    0 => emit.push([Value::from(format!("k{i}").as_str()), Value::Int(i)], i),
+                    1 if i % 5 == 0 => {
+                        let mut b = Batch::new(schema.clone());
+                        b.push([Value::from("whole"), Value::Int(-i)], i);
+                        emit.batch(b);
+                    }
+                    2 if i % 11 == 0 => emit.flush(),
+                    _ => emit.push_with(|v| {
+                        v.push(Value::from("\"quoted\""));
+                        v.push(Value::Int(i / 100));
+                        i
+                    }),
+                }
+            }
+        };
+        let mut batches = Emit::new("s".into(), schema.clone());
+        drive(&mut batches);
+        let expected: String = batches.take().iter().map(encode_string).collect();
+
+        let mut lines = Emit::new("s".into(), schema.clone());
+        lines.encode_lines(JsonLines::new(&schema));
+        drive(&mut lines);
+        let chunks = lines.take_lines();
+        assert!(lines.take().is_empty());
+        let rows: usize = chunks.iter().map(|(_, n)| n).sum();
+        let got: Vec<u8> = chunks.into_iter().flat_map(|(b, _)| b).collect();
+        assert_eq!(String::from_utf8(got).expect("utf-8"), expected);
+        assert_eq!(rows, expected.lines().count());
+        assert_eq!(lines.take_emitted(), rows as u64);
+        assert_eq!(batches.take_emitted(), rows as u64);
+    }
+}
