@@ -511,3 +511,49 @@ sinks:
         }
     }
 }
+
+/// A constant key (`keyBy: {all: ...}`): batches move to its one owner whole instead of
+/// being split row by row; every parallelism must still count every record once, in order-
+/// free windows that match a reference over the input.
+#[test]
+fn constant_key_windows_match_the_reference_at_every_parallelism() {
+    let recs = stream(6000, 7, 0, 23);
+    let f = write_input(&recs);
+    let size = 8 * 4096;
+    let mut expected: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for r in &recs {
+        let e = expected
+            .entry(r.ts - r.ts.rem_euclid(size))
+            .or_insert((0, i64::MIN));
+        e.0 += 1;
+        e.1 = e.1.max(r.v);
+    }
+    for p in [1, 2, 3] {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("out.jsonl");
+        let yaml = format!(
+            r#"
+sources:
+  - {{ name: in, file: {{ path: "{i}" }}, eventTime: {{ field: ts }} }}
+steps:
+  - {{ name: agg, from: in, keyBy: {{ all: "'everything'" }}, window: {{ tumbling: {size}ms }}, aggregate: {{ n: count(), top: max(event.v) }} }}
+sinks:
+  - {{ name: out, from: agg, file: {{ path: "{o}" }} }}
+"#,
+            i = f.path().display(),
+            o = out.display()
+        );
+        run_yaml(&yaml, p);
+        let mut got = BTreeMap::new();
+        for line in std::fs::read_to_string(&out).expect("out").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let g = |f: &str| v[f].as_i64().expect("int");
+            assert!(
+                got.insert(g("window_start"), (g("n"), g("top"))).is_none(),
+                "P={p}: window {} emitted twice",
+                g("window_start")
+            );
+        }
+        assert_eq!(got, expected, "P={p}");
+    }
+}

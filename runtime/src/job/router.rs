@@ -149,6 +149,12 @@ impl Outputs {
             }
         };
         let n = self.edges[e].targets.len();
+        if let Some(w) = self.constant_owner(&keys, &batch, n) {
+            // A constant key (`keyBy: {all: ...}`): the whole batch has one owner and moves
+            // as it is, instead of being hashed and split row by row.
+            let target = self.edges[e].targets[w].clone();
+            return self.deliver(&target, port, from, Msg::Data(batch)).await;
+        }
         self.partition(batch, &keys, n, emit);
         let parts = std::mem::take(&mut self.parts);
         for (w, part) in parts.into_iter().enumerate() {
@@ -158,6 +164,20 @@ impl Outputs {
             }
         }
         Ok(())
+    }
+
+    /// The worker owning every row of `batch` when its key reads no field; `None` otherwise,
+    /// and when the key fails to evaluate (the row-by-row path then dead-letters each row).
+    fn constant_owner(&mut self, keys: &[Compiled], batch: &Batch, n: usize) -> Option<usize> {
+        if batch.is_empty() || !keys.iter().all(|k| k.refs.is_empty()) {
+            return None;
+        }
+        self.key_buf.clear();
+        for k in keys {
+            canonical_bytes(&k.eval(&[batch.row(0)]).ok()?, &mut self.key_buf);
+        }
+        let kg = key_group(&self.key_buf, self.max_parallelism);
+        Some(owner(kg, n, self.max_parallelism))
     }
 
     /// Splits `batch` by owner worker, moving (not cloning) each row into its part.
