@@ -47,6 +47,8 @@ struct Lines {
     pos: usize,
     rows: usize,
     ready: Vec<(Vec<u8>, usize)>,
+    /// The last chunk's size: a new chunk starts that big instead of doubling its way up.
+    hint: usize,
 }
 
 /// Rows gathered before they are encoded in lines mode: few enough to stay in L1.
@@ -80,6 +82,7 @@ impl Emit {
             pos: 0,
             rows: 0,
             ready: Vec::new(),
+            hint: 0,
         });
     }
 
@@ -104,6 +107,9 @@ impl Emit {
             return;
         };
         if !self.cur.is_empty() {
+            if l.pos == 0 && l.buf.len() < l.hint {
+                l.buf.resize(l.hint, 0);
+            }
             l.pos = l.encoder.encode_at(&self.cur, &mut l.buf, l.pos);
             l.rows += self.cur.len();
             self.cur.clear();
@@ -111,6 +117,7 @@ impl Emit {
         if l.rows > 0 && (close || l.rows >= BATCH_SIZE) {
             let mut chunk = std::mem::take(&mut l.buf);
             chunk.truncate(l.pos);
+            l.hint = l.pos;
             l.ready.push((chunk, l.rows));
             l.pos = 0;
             l.rows = 0;

@@ -395,10 +395,14 @@ impl WindowAgg {
         Ok(true)
     }
 
-    fn on_row(&mut self, ts: i64, args: &[V<'_>], out: &mut Emit) -> Result<bool, String> {
-        if let WindowKind::Session { .. } = self.spec.window.kind {
-            return self.add_session(ts, args, out);
-        }
+    /// Adds a row of key `key` to its slice (tumbling and sliding windows).
+    fn on_row(
+        &mut self,
+        ts: i64,
+        key: &[Value],
+        args: &[V<'_>],
+        out: &mut Emit,
+    ) -> Result<bool, String> {
         let window = self.spec.window;
         // Every time in a slice has the same windows: work them out once per slice (three
         // divisions were a tenth of a record's cost).
@@ -431,7 +435,7 @@ impl WindowAgg {
                 .unwrap_or_else(|| super::slice_map::SliceMap::with_capacity(hint)),
             ..Pane::default()
         });
-        let (state, aggs, key) = (&self.state, &self.spec.aggs, &self.key_buf);
+        let (state, aggs) = (&self.state, &self.spec.aggs);
         let (entry, inserted) = pane.keys.get_or_try_insert(key, || {
             let restored = match (state, pane.spilled) {
                 (Some(st), true) => super::window_store::load(st, end, start, key)
@@ -450,6 +454,9 @@ impl WindowAgg {
         entry.dirty = true;
         // Some window holding `ts` fired already: the earliest holding it fires first.
         if first_end - 1 <= self.wm {
+            // `refire` reads the key from `key_buf` (rare: a late record within lateness).
+            self.key_buf.clear();
+            self.key_buf.extend_from_slice(key);
             self.refire(ts, out)
                 .map_err(|e| format!("state store: {e}"))?;
         }
@@ -488,6 +495,17 @@ fn merge_into(
     }
 }
 
+impl WindowAgg {
+    /// What became of a row: late rows to the late output, failures to the dead letters.
+    fn added(&mut self, added: Result<bool, String>, row: &[Value], time: i64, out: &mut Emit) {
+        match added {
+            Ok(true) => {}
+            Ok(false) => out.late_row(&self.input, row, time, self.has_late_output),
+            Err(e) => out.dead_row(&self.input, row, format!("aggregate: {e}")),
+        }
+    }
+}
+
 impl Operator for WindowAgg {
     fn on_batch(&mut self, _port: usize, batch: Batch, out: &mut Emit) {
         let spec = self.spec.clone();
@@ -499,12 +517,28 @@ impl Operator for WindowAgg {
             0
         };
         let mut args = Vec::with_capacity(spec.aggs.len());
+        let session = matches!(spec.window.kind, WindowKind::Session { .. });
+        // A key that is one field of the row is looked up in place: cloning it into
+        // `key_buf` and dropping it again cost as much as the lookup when the key exists.
+        let plain_key = match spec.key.as_slice() {
+            [k] if !session => k.field.filter(|&(v, _)| v == 0).map(|(_, f)| f),
+            _ => None,
+        };
         'rows: for (row, time) in batch.rows() {
             let ts = if spec.window.processing_time {
                 now
             } else {
                 time
             };
+            if let Some(key) = plain_key.and_then(|f| row.get(f)) {
+                if let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
+                    out.dead_row(&self.input, row, format!("aggregate: {e}"));
+                    continue;
+                }
+                let added = self.on_row(ts, std::slice::from_ref(key), &args, out);
+                self.added(added, row, time, out);
+                continue;
+            }
             self.key_buf.clear();
             for k in &spec.key {
                 match k.eval_value(&[row]) {
@@ -519,14 +553,15 @@ impl Operator for WindowAgg {
                 out.dead_row(&self.input, row, format!("aggregate: {e}"));
                 continue;
             }
-            match self.on_row(ts, &args, out) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let input = self.input.clone();
-                    out.late_row(&input, row, time, self.has_late_output)
-                }
-                Err(e) => out.dead_row(&self.input, row, format!("aggregate: {e}")),
-            }
+            let added = if session {
+                self.add_session(ts, &args, out)
+            } else {
+                let key = std::mem::take(&mut self.key_buf);
+                let added = self.on_row(ts, &key, &args, out);
+                self.key_buf = key;
+                added
+            };
+            self.added(added, row, time, out);
         }
         if let Some(st) = &self.state
             && self.cached > st.cache_entries
