@@ -76,8 +76,14 @@ impl Value {
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
             Value::Double(d) if d.is_finite() => {
-                // Keep a decimal point so a double stays a double when read back.
-                if d.fract() == 0.0 && d.abs() < 1e15 {
+                let a = d.abs();
+                if a != 0.0 && !(1e-5..1e15).contains(&a) {
+                    // Exponent form: plain `{d}` would print hundreds of digits (1e300 has
+                    // 301), without a decimal point for whole numbers, so a reader took it
+                    // for an integer or found it out of range.
+                    let _ = write!(out, "{d:e}");
+                } else if d.fract() == 0.0 {
+                    // Keep a decimal point so a double stays a double when read back.
                     let _ = write!(out, "{d:.1}");
                 } else {
                     let _ = write!(out, "{d}");
@@ -385,6 +391,27 @@ pub fn row_json(schema: &Schema, row: &[Value], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doubles_read_back_as_the_same_doubles() {
+        for d in [
+            1e300,
+            -5e-324,
+            f64::MAX,
+            1e15,
+            123_456.5,
+            1.0,
+            0.0,
+            1e-7,
+            -2.5e-5,
+        ] {
+            let mut s = String::new();
+            Value::Double(d).write_json(&mut s);
+            let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
+            assert!(v.is_f64(), "{s} reads back as a non-double");
+            assert_eq!(v.as_f64(), Some(d), "{s}");
+        }
+    }
 
     #[test]
     fn retain_keeps_selected_rows_in_order() {

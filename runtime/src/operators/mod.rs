@@ -117,7 +117,12 @@ impl Emit {
         if l.rows > 0 && (close || l.rows >= BATCH_SIZE) {
             let mut chunk = std::mem::take(&mut l.buf);
             chunk.truncate(l.pos);
-            l.hint = l.pos;
+            if l.rows >= BATCH_SIZE {
+                l.hint = l.pos;
+            } else if chunk.capacity() > 2 * chunk.len() + 4096 {
+                // A few rows flushed by a watermark: do not ship a full chunk's allocation.
+                chunk.shrink_to_fit();
+            }
             l.ready.push((chunk, l.rows));
             l.pos = 0;
             l.rows = 0;

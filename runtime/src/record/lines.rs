@@ -52,11 +52,15 @@ impl JsonLines {
         // The last integer written in each column, already formatted: window bounds repeat
         // down a batch of results, and formatting a 13-digit time cost more than copying it.
         let mut last = vec![IntMemo::default(); self.prefixes.len()];
-        for (row, _) in batch.rows() {
-            if self.prefixes.is_empty() {
+        if self.prefixes.is_empty() {
+            // No fields: `rows()` yields nothing for a zero-width batch, but each row is `{}`.
+            for _ in batch.times() {
                 w.room(3);
-                w.put(b"{");
+                w.put(b"{}\n");
             }
+            return w.pos;
+        }
+        for (row, _) in batch.rows() {
             for ((p, v), memo) in self.prefixes.iter().zip(row).zip(&mut last) {
                 w.room(p.len() + max_len(v));
                 w.put(p);
@@ -167,8 +171,11 @@ impl Writer<'_> {
                 self.put(b"\"");
             }
             other => {
+                // Doubles (`1e300` prints 301 digits) and strings that need escaping: sized
+                // exactly here instead of by `max_len`.
                 let mut s = String::new();
                 other.write_json(&mut s);
+                self.room(s.len());
                 self.put(s.as_bytes());
             }
         }
@@ -249,11 +256,30 @@ mod tests {
                 0,
             );
         }
+        for d in [1e300, -5e-324, f64::MAX, 1.234_567_890_123_456_7e-16, -1e31] {
+            b.push(
+                [
+                    Value::from("x"),
+                    Value::Int(0),
+                    Value::Double(d),
+                    Value::Double(-d),
+                ],
+                0,
+            );
+        }
         let encoded = encode_string(&b);
         assert_eq!(encoded, old_encode(&b));
         for line in encoded.lines() {
             serde_json::from_str::<serde_json::Value>(line).expect("valid JSON");
         }
+    }
+
+    #[test]
+    fn rows_without_fields_are_empty_objects() {
+        let mut b = Batch::new(Arc::new(Schema::default()));
+        b.push(std::iter::empty(), 1);
+        b.push(std::iter::empty(), 2);
+        assert_eq!(encode_string(&b), "{}\n{}\n");
     }
 
     #[test]
