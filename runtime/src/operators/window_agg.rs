@@ -524,18 +524,34 @@ impl Operator for WindowAgg {
             [k] if !session => k.field.filter(|&(v, _)| v == 0).map(|(_, f)| f),
             _ => None,
         };
+        // A key that reads no field (`keyBy: {all: ...}`) is the same for every row: evaluated
+        // once per batch (it was a tenth of q7). On an error each row is tried, and
+        // dead-lettered, below.
+        let const_key: Option<Vec<Value>> = match batch.rows().next() {
+            Some((first, _)) if !session && spec.key.iter().all(|k| k.refs.is_empty()) => spec
+                .key
+                .iter()
+                .map(|k| k.eval_value(&[first]).ok())
+                .collect(),
+            _ => None,
+        };
         'rows: for (row, time) in batch.rows() {
             let ts = if spec.window.processing_time {
                 now
             } else {
                 time
             };
-            if let Some(key) = plain_key.and_then(|f| row.get(f)) {
+            let fixed = match (&const_key, plain_key.and_then(|f| row.get(f))) {
+                (Some(k), _) => Some(&k[..]),
+                (None, Some(v)) => Some(std::slice::from_ref(v)),
+                (None, None) => None,
+            };
+            if let Some(key) = fixed {
                 if let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
                     out.dead_row(&self.input, row, format!("aggregate: {e}"));
                     continue;
                 }
-                let added = self.on_row(ts, std::slice::from_ref(key), &args, out);
+                let added = self.on_row(ts, key, &args, out);
                 self.added(added, row, time, out);
                 continue;
             }
