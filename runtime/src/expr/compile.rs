@@ -39,6 +39,12 @@ impl Compiled {
         }
     }
 
+    /// Whether the expression reads no field, so it has one value for every row (the
+    /// compiled subset has no clock or random functions).
+    pub fn is_constant(&self) -> bool {
+        self.refs.is_empty()
+    }
+
     /// Evaluates with one row per scope variable, in scope order.
     #[inline]
     pub fn eval<'a>(&self, rows: &[&'a [Value]]) -> Result<V<'a>, EvalError> {

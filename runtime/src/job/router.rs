@@ -169,7 +169,7 @@ impl Outputs {
     /// The worker owning every row of `batch` when its key reads no field; `None` otherwise,
     /// and when the key fails to evaluate (the row-by-row path then dead-letters each row).
     fn constant_owner(&mut self, keys: &[Compiled], batch: &Batch, n: usize) -> Option<usize> {
-        if batch.is_empty() || !keys.iter().all(|k| k.refs.is_empty()) {
+        if batch.is_empty() || !keys.iter().all(Compiled::is_constant) {
             return None;
         }
         self.key_buf.clear();

@@ -13,7 +13,7 @@
 use super::aggregate::{Acc, Accs, apply, eval_args, new_accs};
 use super::window::WindowKind;
 use super::{Emit, Operator};
-use crate::expr::V;
+use crate::expr::{Compiled, V};
 use crate::job::graph::WindowAggSpec;
 use crate::record::{Batch, Schema, Value};
 use std::collections::BTreeMap;
@@ -314,7 +314,12 @@ impl WindowAgg {
 
     /// A record landed in windows that already fired (within the allowed lateness): emits
     /// the key's updated result of each of them now, as Flink's event-time trigger does.
-    fn refire(&mut self, ts: i64, out: &mut Emit) -> Result<(), crate::state::StateError> {
+    fn refire(
+        &mut self,
+        ts: i64,
+        key: &[Value],
+        out: &mut Emit,
+    ) -> Result<(), crate::state::StateError> {
         let mut e = self.last_end(ts);
         while e > ts {
             if e - 1 <= self.wm && !self.spec.window.is_late(e, self.wm) {
@@ -322,10 +327,10 @@ impl WindowAgg {
                 let mut accs: Option<Accs> = None;
                 let range = (start.saturating_add(1), i64::MIN)..=(e, i64::MAX);
                 for (&(end, s), pane) in self.panes.range(range) {
-                    let found = match (pane.keys.get(&self.key_buf[..]), &self.state) {
+                    let found = match (pane.keys.get(key), &self.state) {
                         (Some(en), _) => Some(en.accs.clone()),
                         (None, Some(st)) if pane.spilled => {
-                            super::window_store::load(st, end, s, &self.key_buf)?.map(|en| en.accs)
+                            super::window_store::load(st, end, s, key)?.map(|en| en.accs)
                         }
                         _ => None,
                     };
@@ -337,7 +342,7 @@ impl WindowAgg {
                     }
                 }
                 if let Some(a) = accs {
-                    Self::emit_row(out, &self.key_buf, start, e, &a);
+                    Self::emit_row(out, key, start, e, &a);
                 }
             }
             e -= self.slide;
@@ -454,10 +459,7 @@ impl WindowAgg {
         entry.dirty = true;
         // Some window holding `ts` fired already: the earliest holding it fires first.
         if first_end - 1 <= self.wm {
-            // `refire` reads the key from `key_buf` (rare: a late record within lateness).
-            self.key_buf.clear();
-            self.key_buf.extend_from_slice(key);
-            self.refire(ts, out)
+            self.refire(ts, key, out)
                 .map_err(|e| format!("state store: {e}"))?;
         }
         Ok(true)
@@ -529,7 +531,7 @@ impl Operator for WindowAgg {
         // once per batch (it was a tenth of q7). On an error each row is tried, and
         // dead-lettered, below.
         let const_key: Option<Vec<Value>> = match batch.rows().next() {
-            Some((first, _)) if !session && spec.key.iter().all(|k| k.refs.is_empty()) => spec
+            Some((first, _)) if !session && spec.key.iter().all(Compiled::is_constant) => spec
                 .key
                 .iter()
                 .map(|k| k.eval_value(&[first]).ok())
@@ -669,7 +671,8 @@ mod tests {
         let config = crate::connectors::generator::ClickConfig::default();
         let mut batch = Batch::new(input);
         for i in 0..5 {
-            batch.push(config.record(mix(config.seed), i), 0);
+            let seed_mix = crate::connectors::generator::mix64(config.seed);
+            batch.push(config.record(seed_mix, i), 0);
         }
         op.on_batch(0, batch, &mut out);
         op.on_watermark(i64::MAX, &mut out);
@@ -684,9 +687,5 @@ mod tests {
             .sum();
         assert_eq!(out.dropped_late, 0, "rows dropped as late");
         assert_eq!(counted, 5);
-    }
-
-    fn mix(seed: u64) -> u64 {
-        crate::connectors::generator::mix64(seed)
     }
 }
