@@ -219,7 +219,17 @@ pub type Accs = smallvec::SmallVec<[Acc; 2]>;
 
 /// Fresh accumulators for `specs`.
 pub fn new_accs(specs: &[AggSpec]) -> Accs {
-    specs.iter().map(|s| Acc::new(s.kind)).collect()
+    let mut accs = Accs::new();
+    init_accs(specs, &mut accs);
+    accs
+}
+
+/// Appends fresh accumulators for `specs` to `accs`, each written in place.
+#[inline]
+pub fn init_accs(specs: &[AggSpec], accs: &mut Accs) {
+    for s in specs {
+        accs.push(Acc::new(s.kind));
+    }
 }
 
 /// Updates `accs` with one row; on error nothing is half-applied to later aggregates, but

@@ -10,7 +10,7 @@
 //! Whether a window has fired follows from the watermark alone (`end - 1 <= watermark`).
 //! Sessions keep a list per key and a timer map ordered by session end.
 
-use super::aggregate::{Acc, Accs, apply, eval_args, new_accs};
+use super::aggregate::{Acc, Accs, apply, eval_args, init_accs, new_accs};
 use super::window::WindowKind;
 use super::{Emit, Operator};
 use crate::expr::{Compiled, V};
@@ -441,16 +441,17 @@ impl WindowAgg {
             ..Pane::default()
         });
         let (state, aggs) = (&self.state, &self.spec.aggs);
-        let (entry, inserted) = pane.keys.get_or_try_insert(key, || {
+        let (entry, inserted) = pane.keys.get_or_try_insert(key, |fresh| {
             let restored = match (state, pane.spilled) {
                 (Some(st), true) => super::window_store::load(st, end, start, key)
                     .map_err(|e| format!("state store: {e}"))?,
                 _ => None,
             };
-            Ok::<_, String>(restored.unwrap_or_else(|| Entry {
-                accs: new_accs(aggs),
-                dirty: true,
-            }))
+            match restored {
+                Some(r) => *fresh = r,
+                None => init_accs(aggs, &mut fresh.accs),
+            }
+            Ok::<_, String>(())
         })?;
         if inserted {
             self.cached += 1;
