@@ -346,6 +346,27 @@ impl Batch {
         self.times.push(time);
     }
 
+    /// Like [`Batch::push_with`], but `fill` may refuse the row (returning `None`): whatever it
+    /// wrote is removed and `None` returned; otherwise the row's time.
+    #[inline]
+    pub fn try_push_with(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<Value>) -> Option<i64>,
+    ) -> Option<i64> {
+        let before = self.values.len();
+        match fill(&mut self.values) {
+            Some(time) => {
+                debug_assert_eq!(self.values.len() - before, self.width());
+                self.times.push(time);
+                Some(time)
+            }
+            None => {
+                self.values.truncate(before);
+                None
+            }
+        }
+    }
+
     /// The rows' values (row-major) and times, for moving rows elsewhere.
     pub fn into_parts(self) -> (Vec<Value>, Vec<i64>) {
         (self.values, self.times)

@@ -183,7 +183,8 @@ impl Source for FileSource {
                 match line {
                     Ok(line) => {
                         let text = line.trim_end_matches(['\n', '\r']);
-                        if text.trim().is_empty() {
+                        // A record's line starts with its brace: only other lines can be blank.
+                        if !text.starts_with('{') && text.trim().is_empty() {
                             continue;
                         }
                         n += 1;

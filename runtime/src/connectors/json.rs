@@ -21,7 +21,6 @@ use std::sync::Arc;
 pub struct JsonRecords {
     decoder: RowDecoder,
     time: TimeField,
-    row: Vec<Value>,
 }
 
 impl JsonRecords {
@@ -29,7 +28,6 @@ impl JsonRecords {
         JsonRecords {
             decoder: RowDecoder::new(schema, mask),
             time,
-            row: Vec::new(),
         }
     }
 
@@ -45,33 +43,39 @@ impl JsonRecords {
         record_time: Option<i64>,
         out: &mut Emit,
     ) -> Option<i64> {
-        if let Err(e) = self.decoder.decode(text, &mut self.row) {
-            out.dead_raw(text.to_string(), format!("{}: {e}", at()));
-            return None;
-        }
-        let t = match self.time {
-            TimeField::Processing => now,
-            TimeField::Record => record_time.unwrap_or(now),
-            TimeField::Field(f) => match self.row[f] {
-                Value::Int(t) => t,
-                ref other => {
-                    let field = &self.decoder.schema.fields[f].name;
-                    out.dead_raw(
-                        text.to_string(),
-                        format!(
-                            "{}: event time field `{field}` is {}, not an int (ms since epoch)",
-                            at(),
+        let (decoder, time) = (&self.decoder, self.time);
+        let width = decoder.schema.len();
+        let mut failure = None;
+        // The row is decoded straight into the batch: decoding into a row of its own and
+        // moving it over cost a copy of every value.
+        let t = out.try_push_with(|values| {
+            let start = values.len();
+            values.resize_with(start + width, || Value::Null);
+            let row = &mut values[start..];
+            if let Err(e) = decoder.decode_nulled(text, row) {
+                failure = Some(e.to_string());
+                return None;
+            }
+            match time {
+                TimeField::Processing => Some(now),
+                TimeField::Record => Some(record_time.unwrap_or(now)),
+                TimeField::Field(f) => match row[f] {
+                    Value::Int(t) => Some(t),
+                    ref other => {
+                        failure = Some(format!(
+                            "event time field `{}` is {}, not an int (ms since epoch)",
+                            decoder.schema.fields[f].name,
                             other.type_name()
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        // Taking the values leaves nulls behind, so the row is ready for the next record
-        // without being refilled.
-        out.push(self.row.iter_mut().map(std::mem::take), t);
-        Some(t)
+                        ));
+                        None
+                    }
+                },
+            }
+        });
+        if let Some(why) = failure {
+            out.dead_raw(text.to_string(), format!("{}: {why}", at()));
+        }
+        t
     }
 }
 
@@ -95,10 +99,16 @@ impl RowDecoder {
         let width = self.schema.len();
         if row.len() != width {
             row.clear();
-            row.resize(width, Value::Null);
+            row.resize_with(width, || Value::Null);
         } else {
             clear(row);
         }
+        self.decode_nulled(text, row)
+    }
+
+    /// Decodes `text` into `row`, which has the schema's width and only nulls. On error the
+    /// row's content is unspecified.
+    pub fn decode_nulled(&self, text: &str, row: &mut [Value]) -> Result<(), serde_json::Error> {
         if self.fast(text, row).is_some() {
             return Ok(());
         }
@@ -476,7 +486,7 @@ fn hash(name: &[u8]) -> usize {
 /// path, the reference for [`RowDecoder`].
 pub struct RowSeed<'s> {
     pub schema: &'s Schema,
-    pub row: &'s mut Vec<Value>,
+    pub row: &'s mut [Value],
     /// Fields to decode (`None`: all); the others are skipped like unknown keys.
     pub mask: Option<&'s [bool]>,
 }

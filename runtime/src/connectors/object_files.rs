@@ -323,7 +323,7 @@ impl ObjectFileSource {
                 continue;
             };
             let text = text.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
+            if !text.starts_with('{') && text.trim().is_empty() {
                 continue;
             }
             *n += 1;

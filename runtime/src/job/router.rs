@@ -4,7 +4,9 @@
 use super::graph::{Graph, NodeId, NodeKind, Route};
 use super::progress::Metrics;
 use super::{DeadLetters, JobError};
-use crate::exchange::{Envelope, Exchange, Msg, canonical_bytes, key_group, owner};
+use crate::exchange::{
+    Envelope, Exchange, Msg, canonical_bytes, canonical_value_bytes, key_group, owner,
+};
 use crate::expr::Compiled;
 use crate::operators::Emit;
 use crate::record::{Batch, JsonLines};
@@ -189,11 +191,11 @@ impl Outputs {
         'rows: for (row, _) in batch.rows() {
             self.key_buf.clear();
             for k in keys.iter() {
-                let v = match k.field {
-                    Some((_, f)) => Ok(crate::expr::V::from_value(&row[f])),
-                    None => k.eval(&[row]),
-                };
-                match v {
+                if let Some((_, f)) = k.field {
+                    canonical_value_bytes(&row[f], &mut self.key_buf);
+                    continue;
+                }
+                match k.eval(&[row]) {
                     Ok(v) => canonical_bytes(&v, &mut self.key_buf),
                     Err(e) => {
                         emit.dead_row(&batch.schema, row, format!("key: {e}"));

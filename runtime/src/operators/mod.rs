@@ -180,6 +180,20 @@ impl Emit {
         self.pushed();
     }
 
+    /// Pushes a row written in place, unless `fill` refuses it (see `Batch::try_push_with`).
+    #[inline]
+    pub fn try_push_with(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<Value>) -> Option<i64>,
+    ) -> Option<i64> {
+        if self.cur.is_empty() {
+            self.cur.reserve(BATCH_SIZE / 4);
+        }
+        let t = self.cur.try_push_with(fill)?;
+        self.pushed();
+        Some(t)
+    }
+
     /// Room for `rows` more rows in the batch being built (sources know their batch size).
     pub fn reserve(&mut self, rows: usize) {
         self.cur.reserve(rows);

@@ -10,8 +10,7 @@
 use super::Keyed;
 use super::aggregate::Accs;
 use super::window_agg::{Entry, Key, Sess, WindowAgg};
-use crate::exchange::canonical_bytes;
-use crate::expr::V;
+use crate::exchange::canonical_value_bytes;
 use crate::record::Value;
 use crate::state::codec::{Reader, put_acc, put_ordered_i64, put_u64};
 use crate::state::{StateError, kg_prefix, window_prefix};
@@ -23,7 +22,7 @@ const SESSION: u8 = 2;
 fn key_bytes(key: &[Value]) -> Vec<u8> {
     let mut b = Vec::with_capacity(16);
     for v in key {
-        canonical_bytes(&V::from_value(v), &mut b);
+        canonical_value_bytes(v, &mut b);
     }
     b
 }

@@ -5,13 +5,12 @@
 //! group as the record did.
 
 use super::StateError;
-use crate::exchange::canonical_bytes;
-use crate::expr::V;
+use crate::exchange::canonical_value_bytes;
 use crate::operators::aggregate::Acc;
 use crate::record::Value;
 
 pub fn put_value(v: &Value, out: &mut Vec<u8>) {
-    canonical_bytes(&V::from_value(v), out);
+    canonical_value_bytes(v, out);
 }
 
 pub fn put_values(vs: &[Value], out: &mut Vec<u8>) {
