@@ -34,7 +34,9 @@ enum Command {
         #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
         parallelism: u32,
         /// Threads running the job's tasks (default: the parallelism, at most the number of
-        /// CPUs). Blocking I/O (RocksDB, Kafka flushes) runs on extra threads of its own.
+        /// CPUs). Kafka flushes and RocksDB compactions run on threads of their own; state
+        /// writes and checkpoints run on these, so with one thread a checkpoint briefly pauses
+        /// the whole job (admin API included).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         threads: Option<u32>,
         /// No progress lines on stderr.
