@@ -66,6 +66,9 @@ def eddy_run(plan, count, p, out, input_file=None, extra=()):
     path = out.rstrip("/") + ".plan.yaml"
     with open(path, "w") as f:
         f.write(text)
+    # Dirty pages a previous run left (gigabytes of output) would be written back during this
+    # one, partly charged to it: throttled writers do writeback themselves.
+    os.sync()
     # A fresh Python child per run, so RUSAGE_CHILDREN is this eddy process's alone.
     probe = (
         "import resource,subprocess,sys,time;t=time.monotonic();"
@@ -88,6 +91,7 @@ def flink_run(case, count, p, out, input_file=None, warmup=False):
         cmd += ["--input", input_file]
     if warmup:
         cmd += ["--warmup", "1"]
+    os.sync()  # as in eddy_run
     r = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in r.stdout.splitlines() if l.startswith("flink ")), None)
     if r.returncode != 0 or line is None:

@@ -5,6 +5,7 @@ use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
 use compact_str::CompactString;
+use strength_reduce::StrengthReducedU64;
 
 #[inline]
 pub fn mix64(mut x: u64) -> u64 {
@@ -29,6 +30,31 @@ pub fn pick(seed_mix: u64, i: u64, lane: u64, n: u64) -> u64 {
 #[inline]
 pub fn at(start_time: i64, events_per_second: u64, i: u64) -> i64 {
     start_time + ((i as u128 * 1000) / events_per_second.max(1) as u128) as i64
+}
+
+/// `at` with its divisor fixed for a source's life: a multiplication instead of a 128-bit
+/// division (a call to `__udivti3`) per record. Same values as [`at`] (tested).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start_time: i64,
+    per_second: StrengthReducedU64,
+}
+
+impl Clock {
+    pub fn new(start_time: i64, events_per_second: u64) -> Clock {
+        Clock {
+            start_time,
+            per_second: StrengthReducedU64::new(events_per_second.max(1)),
+        }
+    }
+
+    #[inline]
+    pub fn at(&self, i: u64) -> i64 {
+        match i.checked_mul(1000) {
+            Some(ms) => self.start_time + (ms / self.per_second) as i64,
+            None => at(self.start_time, self.per_second.get(), i),
+        }
+    }
 }
 
 pub(crate) fn prefixed(prefix: &str, n: u64) -> Value {
@@ -88,7 +114,7 @@ impl ClickConfig {
     #[inline]
     pub fn record(&self, seed_mix: u64, i: u64) -> Vec<Value> {
         let mut row = Vec::with_capacity(5);
-        self.record_projected(seed_mix, i, None, &mut row);
+        self.record_projected(&ClickMath::new(self), seed_mix, i, None, &mut row);
         row
     }
 
@@ -99,6 +125,7 @@ impl ClickConfig {
     #[inline]
     pub fn record_projected(
         &self,
+        math: &ClickMath,
         seed_mix: u64,
         i: u64,
         mask: Option<&[bool]>,
@@ -106,15 +133,15 @@ impl ClickConfig {
     ) {
         let want = |k: usize| mask.is_none_or(|m| m[k]);
         let d = self.max_disorder_ms;
-        let ts = at(self.start_time, self.events_per_second, i)
+        let ts = math.clock.at(i)
             - if d == 0 {
                 0
             } else {
-                pick(seed_mix, i, 3, d + 1) as i64
+                (rand(seed_mix, i, 3) % math.disorder) as i64
             };
         out.push(Value::Int(i as i64));
         out.push(if want(1) {
-            prefixed("u", pick(seed_mix, i, 0, self.keys))
+            prefixed("u", rand(seed_mix, i, 0) % math.keys)
         } else {
             Value::Null
         });
@@ -123,13 +150,36 @@ impl ClickConfig {
         } else {
             Value::Null
         });
-        out.push(Value::Int(pick(seed_mix, i, 2, 10000) as i64));
+        out.push(if want(3) {
+            Value::Int(pick(seed_mix, i, 2, 10000) as i64)
+        } else {
+            Value::Null
+        });
         out.push(Value::Int(ts));
+    }
+}
+
+/// A click config's divisors, fixed for a source's life, as multiplications: the key pick's
+/// 64-bit division and the timestamp's 128-bit one were a tenth of a keyed count's CPU.
+pub struct ClickMath {
+    clock: Clock,
+    keys: StrengthReducedU64,
+    disorder: StrengthReducedU64,
+}
+
+impl ClickMath {
+    pub fn new(c: &ClickConfig) -> ClickMath {
+        ClickMath {
+            clock: Clock::new(c.start_time, c.events_per_second),
+            keys: StrengthReducedU64::new(c.keys.max(1)),
+            disorder: StrengthReducedU64::new(c.max_disorder_ms.saturating_add(1)),
+        }
     }
 }
 
 pub struct ClickSource {
     config: ClickConfig,
+    math: ClickMath,
     seed_mix: u64,
     next: u64,
     step: u64,
@@ -149,6 +199,7 @@ impl ClickSource {
     ) -> ClickSource {
         let seed_mix = mix64(config.seed);
         ClickSource {
+            math: ClickMath::new(&config),
             config,
             seed_mix,
             next: worker as u64,
@@ -171,11 +222,12 @@ impl Source for ClickSource {
                 self.next += self.step;
                 continue;
             }
-            let (config, time, mask) = (&self.config, self.time, self.projection.as_deref());
+            let (config, math) = (&self.config, &self.math);
+            let (time, mask) = (self.time, self.projection.as_deref());
             let (seed_mix, i) = (self.seed_mix, self.next);
             out.push_with(|values| {
                 let at = values.len();
-                config.record_projected(seed_mix, i, mask, values);
+                config.record_projected(math, seed_mix, i, mask, values);
                 time.of(&values[at..], now)
             });
             self.next += self.step;
@@ -193,5 +245,44 @@ impl Source for ClickSource {
         self.done = mine;
         self.next = start;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_agrees_with_the_spec_formula() {
+        for eps in [1u64, 3, 7, 1000, 12_345, 1_000_000, u64::MAX] {
+            let clock = Clock::new(1_700_000_000_000, eps);
+            let near_overflow = u64::MAX / 1000;
+            for i in (0..5000u64).chain(near_overflow - 3..near_overflow + 3) {
+                assert_eq!(
+                    clock.at(i),
+                    at(1_700_000_000_000, eps, i),
+                    "eps={eps} i={i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reduced_picks_agree_with_the_spec() {
+        let config = ClickConfig {
+            keys: 10_007,
+            max_disorder_ms: 250,
+            ..ClickConfig::default()
+        };
+        let math = ClickMath::new(&config);
+        let s = mix64(config.seed);
+        for i in 0..5000u64 {
+            let mut row = Vec::new();
+            config.record_projected(&math, s, i, None, &mut row);
+            let user = format!("u{}", pick(s, i, 0, config.keys));
+            assert_eq!(row[1].as_str(), Some(user.as_str()), "i={i}");
+            let ts = at(config.start_time, config.events_per_second, i) - pick(s, i, 3, 251) as i64;
+            assert!(matches!(row[4], Value::Int(t) if t == ts), "i={i}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The Nexmark benchmark's Person / Auction / Bid events (`docs/generators.md`), 1:3:46.
 //! A source emits one kind; the others' indices are skipped without being generated.
 
-use super::generator::{at, mix64, pick, prefixed};
+use super::generator::{Clock, mix64, pick, prefixed};
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
@@ -109,15 +109,24 @@ impl NexmarkConfig {
 
     /// Event `i` (which must be of this config's kind), in schema order.
     pub fn record(&self, s: u64, i: u64, row: &mut Vec<Value>) {
-        self.record_projected(s, i, row, None)
+        let clock = Clock::new(self.start_time, self.events_per_second);
+        self.record_projected(&clock, s, i, row, None)
     }
 
     /// Event `i` with only the string fields `mask` selects built (the others null).
-    pub fn record_projected(&self, s: u64, i: u64, row: &mut Vec<Value>, mask: Option<&[bool]>) {
+    /// `clock` is this config's (see [`Clock`]).
+    pub fn record_projected(
+        &self,
+        clock: &Clock,
+        s: u64,
+        i: u64,
+        row: &mut Vec<Value>,
+        mask: Option<&[bool]>,
+    ) {
         let want = |k: usize| mask.is_none_or(|m| m[k]);
         let epoch = i / 50;
         let off = i % 50;
-        let t = at(self.start_time, self.events_per_second, i);
+        let t = clock.at(i);
         let int = |v: u64| Value::Int(v as i64);
         let st = |v: &str| Value::Str(CompactString::from(v));
         match self.kind {
@@ -201,6 +210,7 @@ impl NexmarkConfig {
 /// whole epochs, so every worker sees the same mix of kinds.
 pub struct NexmarkSource {
     config: NexmarkConfig,
+    clock: Clock,
     seed_mix: u64,
     next: u64,
     worker: u64,
@@ -221,6 +231,7 @@ impl NexmarkSource {
     ) -> NexmarkSource {
         let seed_mix = mix64(config.seed);
         let mut src = NexmarkSource {
+            clock: Clock::new(config.start_time, config.events_per_second),
             config,
             seed_mix,
             next: worker as u64 * 50,
@@ -260,12 +271,13 @@ impl Source for NexmarkSource {
             if self.config.count.is_some_and(|c| self.next >= c) {
                 return Ok(false);
             }
-            let (config, time, mask) = (&self.config, self.time, self.projection.as_deref());
+            let (config, clock) = (&self.config, &self.clock);
+            let (time, mask) = (self.time, self.projection.as_deref());
             let (seed_mix, i) = (self.seed_mix, self.next);
             // Written straight into the batch: no row to build and move.
             out.push_with(|values| {
                 let at = values.len();
-                config.record_projected(seed_mix, i, values, mask);
+                config.record_projected(clock, seed_mix, i, values, mask);
                 time.of(&values[at..], now)
             });
             self.advance();
