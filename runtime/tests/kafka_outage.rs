@@ -126,11 +126,22 @@ fn the_job_waits_out_a_broker_outage_at_start_and_mid_run() {
         wait_line(&lines, "checkpoint completed", Duration::from_secs(120)).is_some(),
         "no checkpoint completed after the broker came back"
     );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the job finished before the broker could be stopped mid-run (it should read at 4,000 a second for 15 s)"
+    );
     service("stop-kafka");
     // librdkafka's own report of the lost connection, or the sink's commit retry.
     let noticed = wait_line(&lines, "retr", Duration::from_secs(60));
     service("start-kafka");
-    assert!(noticed.is_some(), "the outage left no log line");
+    if noticed.is_none() {
+        let status = child.try_wait().expect("try_wait");
+        let log: Vec<String> = lines.try_iter().collect();
+        panic!(
+            "the outage left no log line (eddy status: {status:?}); its log since the checkpoint:\n{}",
+            log.join("\n")
+        );
+    }
     // It may have finished by now (the broker is back): only a failure is wrong.
     if let Some(status) = child.try_wait().expect("try_wait")
         && !status.success()

@@ -83,7 +83,9 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
     let pace = spec
         .rate
         .map(|r| (r as f64 / ctx.workers as f64).max(0.001));
-    let started = tokio::time::Instant::now();
+    // Pacing counts records from `paced_since`, when `paced_from` of them had been produced.
+    let mut paced_since = tokio::time::Instant::now();
+    let mut paced_from: u64 = 0;
     let mut produced: u64 = 0;
     // `changed()` below marks the value seen, so compare ids rather than ask `has_changed`.
     // Every id is injected, in order, even if several were triggered since the last look:
@@ -177,7 +179,14 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
                 _ = trigger.changed() => {}
             }
         } else if let Some(rate) = pace {
-            let due = started + std::time::Duration::from_secs_f64(produced as f64 / rate);
+            let since = (produced - paced_from) as f64 / rate;
+            let mut due = paced_since + std::time::Duration::from_secs_f64(since);
+            let now = tokio::time::Instant::now();
+            // Time spent stalled (a broker away, an empty topic) is not credit: reading
+            // resumes at the rate instead of bursting to catch up with the clock.
+            if due + std::time::Duration::from_secs(1) < now {
+                (paced_since, paced_from, due) = (now, produced, now);
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
                 _ = trigger.changed() => {
