@@ -160,7 +160,7 @@ impl ClickConfig {
 }
 
 /// A click config's divisors, fixed for a source's life, as multiplications: the key pick's
-/// 64-bit division and the timestamp's 128-bit one were a tenth of a keyed count's CPU.
+/// 64-bit division and the timestamp's 128-bit one, on every record.
 pub struct ClickMath {
     clock: Clock,
     keys: StrengthReducedU64,

@@ -127,14 +127,8 @@ pub fn canonical_bytes(v: &V<'_>, out: &mut Vec<u8>) {
         V::Null => out.push(0),
         V::Bool(false) => out.push(1),
         V::Bool(true) => out.push(2),
-        V::Int(i) => {
-            out.push(3);
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        V::Double(d) => {
-            out.push(4);
-            out.extend_from_slice(&d.to_bits().to_le_bytes());
-        }
+        V::Int(i) => tagged(3, i.to_le_bytes(), out),
+        V::Double(d) => tagged(4, d.to_bits().to_le_bytes(), out),
         V::Str(_) | V::Owned(_) => str_bytes(v.str().unwrap_or_default(), out),
     }
 }
@@ -148,15 +142,15 @@ pub fn canonical_value_bytes(v: &Value, out: &mut Vec<u8>) {
         Value::Str(s) => str_bytes(s, out),
         Value::Null => out.push(0),
         Value::Bool(b) => out.push(1 + *b as u8),
-        Value::Int(i) => {
-            out.push(3);
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        Value::Double(d) => {
-            out.push(4);
-            out.extend_from_slice(&d.to_bits().to_le_bytes());
-        }
+        Value::Int(i) => tagged(3, i.to_le_bytes(), out),
+        Value::Double(d) => tagged(4, d.to_bits().to_le_bytes(), out),
     }
+}
+
+#[inline]
+fn tagged(tag: u8, bytes: [u8; 8], out: &mut Vec<u8>) {
+    out.push(tag);
+    out.extend_from_slice(&bytes);
 }
 
 #[inline]
