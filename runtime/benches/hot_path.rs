@@ -7,7 +7,6 @@ use eddy::connectors::generator::{ClickConfig, mix64};
 use eddy::connectors::json::{RowDecoder, RowSeed};
 use eddy::exchange::{Envelope, Msg};
 use eddy::expr::{Scope, compile};
-use eddy::job::graph::NodeKind;
 use eddy::operators::window_agg::WindowAgg;
 use eddy::operators::{Emit, Operator};
 use eddy::record::{BATCH_SIZE, Batch, JsonLines, Schema, Type, Value};
@@ -145,14 +144,7 @@ fn window_update(c: &mut Criterion) {
             "sources:\n  - {{ name: c, generator: {{ keys: 10000 }} }}\nsteps:\n  - {{ name: w, from: c, keyBy: event.user, window: {window}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: o, from: w, stdout: {{}} }}\n"
         );
         let (_, graph) = eddy::plan::compile(&yaml).expect("plan");
-        let (spec, out_schema) = graph
-            .nodes
-            .iter()
-            .find_map(|n| match &n.kind {
-                NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
-                _ => None,
-            })
-            .expect("window node");
+        let (spec, out_schema) = graph.first_window().expect("window node");
         g.bench_function(name, |b| {
             b.iter_batched(
                 || {

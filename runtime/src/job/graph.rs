@@ -130,6 +130,15 @@ impl Graph {
             .any(|n| n.inputs.iter().any(|i| i.from == id && i.late))
     }
 
+    /// The first window step's spec and output schema: what a window operator is built from
+    /// outside a running job (unit tests, the window benchmarks).
+    pub fn first_window(&self) -> Option<(Arc<WindowAggSpec>, Arc<Schema>)> {
+        self.nodes.iter().find_map(|n| match &n.kind {
+            NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
+            _ => None,
+        })
+    }
+
     /// Nodes that read `id`, with the port they read it on.
     pub fn consumers(&self, id: NodeId) -> Vec<(NodeId, usize)> {
         let mut out = Vec::new();

@@ -646,7 +646,6 @@ impl Operator for WindowAgg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::graph::NodeKind;
 
     /// A batch processed after a tick that fired up to a later time than the batch's own
     /// clock reading (the same millisecond as the tick, or a clock stepped back) is counted in
@@ -655,14 +654,7 @@ mod tests {
     fn processing_time_rows_after_a_tick_are_never_late() {
         let yaml = "sources:\n  - { name: c, generator: { keys: 10 } }\nsteps:\n  - { name: w, from: c, keyBy: event.user, window: { tumbling: 50ms, time: processing }, aggregate: { n: count() } }\nsinks:\n  - { name: o, from: w, stdout: {} }\n";
         let (_, graph) = crate::plan::compile(yaml).expect("plan");
-        let (spec, schema) = graph
-            .nodes
-            .iter()
-            .find_map(|n| match &n.kind {
-                NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
-                _ => None,
-            })
-            .expect("window node");
+        let (spec, schema) = graph.first_window().expect("window node");
         let input = Arc::new(crate::connectors::generator::ClickConfig::schema());
         let mut op = WindowAgg::new(spec, input.clone(), false);
         let mut out = Emit::new("w".into(), schema);
