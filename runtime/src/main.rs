@@ -33,10 +33,9 @@ enum Command {
         /// Number of workers; records after `keyBy` go to the worker owning their key group.
         #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
         parallelism: u32,
-        /// Threads running the job's tasks (default: the parallelism, at most the number of
-        /// CPUs). Kafka flushes and RocksDB compactions run on threads of their own; state
-        /// writes and checkpoints run on these, so with one thread a checkpoint briefly pauses
-        /// the whole job (admin API included).
+        /// Threads running the job's tasks, each worker's on one thread (default: the
+        /// parallelism, at most the number of CPUs). Kafka flushes, RocksDB compactions, the
+        /// checkpoint coordinator and the admin API run on threads of their own.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         threads: Option<u32>,
         /// No progress lines on stderr.
@@ -158,6 +157,7 @@ fn launch_options(
     path: &str,
     graph: &eddy::job::graph::Graph,
     parallelism: usize,
+    threads: Option<usize>,
     c: CheckpointArgs,
 ) -> anyhow::Result<eddy::job::launch::LaunchOptions> {
     use eddy::job::launch::{CheckpointConfig, LaunchOptions};
@@ -169,6 +169,7 @@ fn launch_options(
         run: eddy::job::RunOptions {
             parallelism,
             dead_letter: graph.dead_letter.clone(),
+            threads,
             ..Default::default()
         },
         checkpoints: c.checkpoint_dir.map(|dir| CheckpointConfig {
@@ -199,14 +200,6 @@ fn job_name(path: &str, job: &Option<String>) -> String {
     })
 }
 
-/// One thread per worker, as a Flink task slot runs its chain on one thread: with more
-/// threads than workers, every hand-off between a job's tasks woke an idle thread on the other
-/// core (a seventh of a keyed count's CPU at parallelism 1, for no gain in throughput).
-fn default_threads(parallelism: usize) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    parallelism.clamp(1, cpus.max(1))
-}
-
 fn run(
     path: &str,
     parallelism: usize,
@@ -224,8 +217,10 @@ fn run(
         }
     };
     graph.name_job(&checkpoints.namespace, &job_name(path, &checkpoints.job));
+    // The job's tasks run on threads of their own (`RunOptions::threads`); this one runs the
+    // coordinator, the admin API and progress lines.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.unwrap_or_else(|| default_threads(parallelism)))
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -233,7 +228,7 @@ fn run(
         let metrics = Arc::new(Metrics::default());
         let reporter = (!quiet)
             .then(|| Reporter::start(metrics.clone(), Duration::from_secs_f64(every.max(0.1))));
-        let opts = launch_options(path, &graph, parallelism, checkpoints)?;
+        let opts = launch_options(path, &graph, parallelism, threads, checkpoints)?;
         let job_metrics = Arc::new(eddy::metrics::JobMetrics::new());
         let launched =
             eddy::job::launch::launch(Arc::new(graph), opts, metrics.clone(), job_metrics);

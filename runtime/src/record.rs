@@ -271,6 +271,19 @@ impl Schema {
         self.fields.iter().position(|f| f.name == name)
     }
 
+    /// `row`, of schema `from`, cut to this schema's fields (by name; null where `from` has
+    /// no such field): a full record as a narrowed source would produce it.
+    pub fn project(&self, from: &Schema, row: &[Value]) -> Vec<Value> {
+        self.fields
+            .iter()
+            .map(|f| {
+                from.index_of(&f.name)
+                    .and_then(|i| row.get(i).cloned())
+                    .unwrap_or(Value::Null)
+            })
+            .collect()
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|f| f.name.as_str())
     }

@@ -50,8 +50,9 @@ fn cycles_are_named() {
 #[test]
 fn bad_durations_get_an_example() {
     let e = errors(&format!(
-        "{GOOD_SOURCE}steps:\n  - {{ name: w, from: clicks, keyBy: event.user, window: {{ sliding: {{ size: 10 seconds, slide: 0s }} }}, aggregate: {{ c: count() }} }}\nsinks:\n  - {{ name: out, from: w, stdout: {{}} }}\n"
+        "{GOOD_SOURCE}steps:\n  - {{ name: w, from: clicks, keyBy: event.user, window: {{ sliding: {{ size: 10 seconds, slide: 0s }} }}, aggregate: {{ c: count() }} }}\nsinks:\n  - {{ name: out, from: w, stdout: {{}} }}\nmaxWatermarkDrift: 0s\n"
     ));
+    has(&e, "maxWatermarkDrift", "longer than 0");
     has(
         &e,
         "steps[0].window.sliding.size",

@@ -557,3 +557,75 @@ sinks:
         assert_eq!(got, expected, "P={p}");
     }
 }
+
+/// A source whose steps read only some of its fields is narrowed to them (its records carry
+/// nothing else); the results must be those of the same job with every field kept, which an
+/// extra sink of the source's own records forces.
+#[test]
+fn narrowed_sources_give_the_results_of_full_ones() {
+    let cases = [
+        (
+            "generator: { seed: 3, count: 20000, keys: 50 }",
+            "filter: \"event.amount > 5000\"",
+            "keyBy: event.user, window: { tumbling: 2s }, aggregate: { n: count(), s: sum(event.amount) }",
+            vec!["user", "amount", "ts"],
+        ),
+        (
+            "nexmark: { kind: bid, seed: 3, count: 20000 }",
+            "filter: \"event.channel != 'Apple'\"",
+            "keyBy: event.bidder, window: { sliding: { size: 4s, slide: 2s } }, aggregate: { top: max(event.price) }",
+            vec!["bidder", "price", "channel", "dateTime"],
+        ),
+    ];
+    for (source, filter, window, read) in cases {
+        let dir = tempfile::tempdir().expect("dir");
+        let plan = |extra: &str, out: &std::path::Path| {
+            format!(
+                "sources:\n  - {{ name: in, {source} }}\nsteps:\n  - {{ name: f, from: in, {filter} }}\n  - {{ name: w, from: f, {window} }}\nsinks:\n  - {{ name: out, from: w, file: {{ path: \"{}\" }} }}\n{extra}",
+                out.display()
+            )
+        };
+        let narrow_out = dir.path().join("narrow.jsonl");
+        let narrow = plan("", &narrow_out);
+        let (_, graph) = eddy::plan::compile(&narrow).expect("plan");
+        let names: Vec<&str> = graph.nodes[0].schema.names().collect();
+        let mut want = read.clone();
+        want.sort();
+        let mut got = names.clone();
+        got.sort();
+        assert_eq!(got, want, "{source}: fields read");
+        let full_out = dir.path().join("full.jsonl");
+        let raw = dir.path().join("raw.jsonl");
+        let full = plan(
+            &format!(
+                "  - {{ name: raw, from: in, file: {{ path: \"{}\" }} }}\n",
+                raw.display()
+            ),
+            &full_out,
+        );
+        let (_, g) = eddy::plan::compile(&full).expect("plan");
+        assert!(
+            g.nodes[0].schema.len() > names.len(),
+            "{source}: kept whole"
+        );
+        for p in [1, 2] {
+            run_yaml(&narrow, p);
+            run_yaml(&full, p);
+            let sorted = |f: &std::path::Path| {
+                let mut l: Vec<String> = std::fs::read_to_string(f)
+                    .expect("out")
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                l.sort();
+                l
+            };
+            let (a, b) = (sorted(&narrow_out), sorted(&full_out));
+            assert!(a.len() > 10, "{source}: only {} results", a.len());
+            assert_eq!(a, b, "{source} P={p}");
+            for f in [&narrow_out, &full_out, &raw] {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+}

@@ -118,10 +118,10 @@ impl ClickConfig {
         row
     }
 
-    /// Record `i` with only the fields `mask` selects (the others null): the strings are the
-    /// costly part of a click, and most jobs read one of them. Appended to `out`, so a
-    /// source writes straight into its batch: building a row and moving it there cost a
-    /// tenth of a keyed count in copies.
+    /// Record `i` with only the fields `mask` selects, in order (a narrowed source's
+    /// schema): the strings are the costly part of a click, and most jobs read one of them.
+    /// Appended to `out`, so a source writes straight into its batch: building a row and
+    /// moving it there cost a tenth of a keyed count in copies.
     #[inline]
     pub fn record_projected(
         &self,
@@ -132,30 +132,28 @@ impl ClickConfig {
         out: &mut Vec<Value>,
     ) {
         let want = |k: usize| mask.is_none_or(|m| m[k]);
-        let d = self.max_disorder_ms;
-        let ts = math.clock.at(i)
-            - if d == 0 {
-                0
-            } else {
-                (rand(seed_mix, i, 3) % math.disorder) as i64
-            };
-        out.push(Value::Int(i as i64));
-        out.push(if want(1) {
-            prefixed("u", rand(seed_mix, i, 0) % math.keys)
-        } else {
-            Value::Null
-        });
-        out.push(if want(2) {
-            prefixed("/p/", pick(seed_mix, i, 1, 50))
-        } else {
-            Value::Null
-        });
-        out.push(if want(3) {
-            Value::Int(pick(seed_mix, i, 2, 10000) as i64)
-        } else {
-            Value::Null
-        });
-        out.push(Value::Int(ts));
+        if want(0) {
+            out.push(Value::Int(i as i64));
+        }
+        if want(1) {
+            out.push(prefixed("u", rand(seed_mix, i, 0) % math.keys));
+        }
+        if want(2) {
+            out.push(prefixed("/p/", pick(seed_mix, i, 1, 50)));
+        }
+        if want(3) {
+            out.push(Value::Int(pick(seed_mix, i, 2, 10000) as i64));
+        }
+        if want(4) {
+            let d = self.max_disorder_ms;
+            let ts = math.clock.at(i)
+                - if d == 0 {
+                    0
+                } else {
+                    (rand(seed_mix, i, 3) % math.disorder) as i64
+                };
+            out.push(Value::Int(ts));
+        }
     }
 }
 

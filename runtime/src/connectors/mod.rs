@@ -66,8 +66,12 @@ pub struct SourceSpec {
     pub out_of_orderness: i64,
     /// Wall-clock pacing, records per second over all workers.
     pub rate: Option<u64>,
-    /// The fields downstream steps read (`None`: all); the others may be left null.
+    /// For a generator, the fields of its full record it builds, in order: `schema` is then
+    /// those fields alone. For a JSON source, before narrowing, the fields to decode (the
+    /// others left null); `None`: all.
     pub projection: Option<Arc<[bool]>>,
+    /// `schema` is already cut to the fields downstream steps read.
+    pub narrowed: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -113,7 +113,7 @@ impl NexmarkConfig {
         self.record_projected(&clock, s, i, row, None)
     }
 
-    /// Event `i` with only the string fields `mask` selects built (the others null).
+    /// Event `i` with only the fields `mask` selects, in order (a narrowed source's schema).
     /// `clock` is this config's (see [`Clock`]).
     pub fn record_projected(
         &self,
@@ -129,78 +129,71 @@ impl NexmarkConfig {
         let t = clock.at(i);
         let int = |v: u64| Value::Int(v as i64);
         let st = |v: &str| Value::Str(CompactString::from(v));
+        // Field by field, built only when wanted: building the row as an array and moving it
+        // into `row` cost a sixth of q5 in copies.
+        let mut put = |k: usize, v: &dyn Fn() -> Value| {
+            if want(k) {
+                row.push(v());
+            }
+        };
         match self.kind {
             Kind::Person => {
                 let id = 1000 + epoch;
                 let card = 1000 + pick(s, i, 2, 9000);
-                let or_null =
-                    |k: usize, v: &dyn Fn() -> Value| if want(k) { v() } else { Value::Null };
-                row.extend([
-                    int(id),
-                    or_null(1, &|| {
-                        Value::Str(compact_str::format_compact!(
-                            "{} {}",
-                            FIRST[pick(s, i, 0, 11) as usize],
-                            LAST[pick(s, i, 1, 9) as usize]
-                        ))
-                    }),
-                    or_null(2, &|| {
-                        Value::Str(compact_str::format_compact!("p{id}@example.com"))
-                    }),
-                    or_null(3, &|| {
-                        Value::Str(compact_str::format_compact!("{card} {card} {card} {card}"))
-                    }),
-                    or_null(4, &|| st(CITIES[pick(s, i, 3, 10) as usize])),
-                    or_null(5, &|| st(STATES[pick(s, i, 4, 6) as usize])),
-                    Value::Int(t),
-                ]);
+                put(0, &|| int(id));
+                put(1, &|| {
+                    Value::Str(compact_str::format_compact!(
+                        "{} {}",
+                        FIRST[pick(s, i, 0, 11) as usize],
+                        LAST[pick(s, i, 1, 9) as usize]
+                    ))
+                });
+                put(2, &|| {
+                    Value::Str(compact_str::format_compact!("p{id}@example.com"))
+                });
+                put(3, &|| {
+                    Value::Str(compact_str::format_compact!("{card} {card} {card} {card}"))
+                });
+                put(4, &|| st(CITIES[pick(s, i, 3, 10) as usize]));
+                put(5, &|| st(STATES[pick(s, i, 4, 6) as usize]));
+                put(6, &|| Value::Int(t));
             }
             Kind::Auction => {
                 let persons = epoch + 1;
                 let id = 1000 + epoch * 3 + (off - 1);
                 let initial = 1 + pick(s, i, 0, 1000);
-                row.push(int(id));
-                row.push(if want(1) {
-                    prefixed("item-", id)
-                } else {
-                    Value::Null
-                });
-                row.push(int(initial));
-                row.push(int(initial + pick(s, i, 1, 1000)));
-                row.push(int(1000 + epoch - pick(s, i, 2, persons.min(100))));
-                row.push(int(10 + pick(s, i, 3, 5)));
-                row.push(Value::Int(t));
-                row.push(Value::Int(t + 10_000 + pick(s, i, 4, 20_000) as i64));
+                put(0, &|| int(id));
+                put(1, &|| prefixed("item-", id));
+                put(2, &|| int(initial));
+                put(3, &|| int(initial + pick(s, i, 1, 1000)));
+                put(4, &|| int(1000 + epoch - pick(s, i, 2, persons.min(100))));
+                put(5, &|| int(10 + pick(s, i, 3, 5)));
+                put(6, &|| Value::Int(t));
+                put(7, &|| Value::Int(t + 10_000 + pick(s, i, 4, 20_000) as i64));
             }
             Kind::Bid => {
                 let auctions = epoch * 3 + 3;
                 let persons = epoch + 1;
-                let auction = if pick(s, i, 0, 2) == 0 {
-                    1000 + ((auctions - 1) / 100) * 100
-                } else {
-                    1000 + auctions - 1 - pick(s, i, 1, auctions.min(100))
-                };
-                let bidder = if pick(s, i, 2, 4) == 0 {
-                    1000 + (epoch / 100) * 100
-                } else {
-                    1000 + epoch - pick(s, i, 3, persons.min(100))
-                };
-                // Value by value: building the row as an array and moving it into `row` cost
-                // a sixth of q5 in copies.
-                row.push(int(auction));
-                row.push(int(bidder));
-                row.push(int(100 + pick(s, i, 4, 100_000)));
-                row.push(if want(3) {
-                    st(CHANNELS[pick(s, i, 5, 4) as usize])
-                } else {
-                    Value::Null
+                put(0, &|| {
+                    int(if pick(s, i, 0, 2) == 0 {
+                        1000 + ((auctions - 1) / 100) * 100
+                    } else {
+                        1000 + auctions - 1 - pick(s, i, 1, auctions.min(100))
+                    })
                 });
-                row.push(if want(4) {
+                put(1, &|| {
+                    int(if pick(s, i, 2, 4) == 0 {
+                        1000 + (epoch / 100) * 100
+                    } else {
+                        1000 + epoch - pick(s, i, 3, persons.min(100))
+                    })
+                });
+                put(2, &|| int(100 + pick(s, i, 4, 100_000)));
+                put(3, &|| st(CHANNELS[pick(s, i, 5, 4) as usize]));
+                put(4, &|| {
                     prefixed("https://nexmark.example/item/", pick(s, i, 6, 1000))
-                } else {
-                    Value::Null
                 });
-                row.push(Value::Int(t));
+                put(5, &|| Value::Int(t));
             }
         }
     }

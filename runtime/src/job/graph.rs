@@ -14,6 +14,8 @@ pub type NodeId = usize;
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub max_parallelism: u32,
+    /// How far, in event-time ms, a source split may run ahead of the slowest (see `drift`).
+    pub max_drift: i64,
     /// Where dead letters go; `None` means stderr (as log lines).
     pub dead_letter: Option<SinkSpec>,
 }
@@ -130,11 +132,16 @@ impl Graph {
             .any(|n| n.inputs.iter().any(|i| i.from == id && i.late))
     }
 
-    /// The first window step's spec and output schema: what a window operator is built from
-    /// outside a running job (unit tests, the window benchmarks).
-    pub fn first_window(&self) -> Option<(Arc<WindowAggSpec>, Arc<Schema>)> {
+    /// The first window step's spec, input schema (a narrowed source's holds only the fields
+    /// the job reads) and output schema: what a window operator is built from outside a
+    /// running job (unit tests, the window benchmarks).
+    pub fn first_window(&self) -> Option<(Arc<WindowAggSpec>, Arc<Schema>, Arc<Schema>)> {
         self.nodes.iter().find_map(|n| match &n.kind {
-            NodeKind::Window(w) => Some((w.clone(), n.schema.clone())),
+            NodeKind::Window(w) => {
+                let input = n.inputs.first()?;
+                let from = self.nodes[input.from].schema_for(input.late);
+                Some((w.clone(), from, n.schema.clone()))
+            }
             _ => None,
         })
     }

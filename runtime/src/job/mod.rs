@@ -3,7 +3,9 @@
 //! the minimum over all its senders, and the job ends when every sink has seen every sender
 //! end.
 
+pub mod drift;
 pub mod graph;
+mod lanes;
 pub mod launch;
 pub mod progress;
 mod router;
@@ -21,6 +23,7 @@ use crate::operators::{DeadLetter, Emit, Operator};
 use graph::{Graph, NodeId, NodeKind};
 use progress::Metrics;
 use router::Outputs;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
@@ -41,6 +44,9 @@ pub struct RunOptions {
     pub channel_capacity: usize,
     /// Where dead letters go (default: stderr).
     pub dead_letter: Option<SinkSpec>,
+    /// Threads running the workers' tasks (see `lanes`); `None`: one per worker, at most one
+    /// per CPU.
+    pub threads: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -49,6 +55,7 @@ impl Default for RunOptions {
             parallelism: 1,
             channel_capacity: 16,
             dead_letter: None,
+            threads: None,
         }
     }
 }
@@ -144,6 +151,20 @@ pub async fn run(
         metrics: metrics.clone(),
         job_metrics: job_metrics.clone(),
     });
+    let lanes = lanes::Lanes::start(opts.threads.unwrap_or_else(|| default_threads(workers)))
+        .map_err(|e| JobError::Task(format!("starting worker threads: {e}")))?;
+    // One alignment slot per source instance, over all source steps: a join's two sources
+    // fire its windows on the slower one's watermark just as two splits of one source do.
+    let mut slots = HashMap::new();
+    for (id, node) in graph.nodes.iter().enumerate() {
+        if matches!(node.kind, NodeKind::Source(_)) {
+            for w in 0..instances(&graph, id, workers) {
+                let next = slots.len();
+                slots.insert((id, w), next);
+            }
+        }
+    }
+    let drift = Arc::new(drift::Drift::new(slots.len(), graph.max_drift));
     let mut tasks = tokio::task::JoinSet::new();
     for (id, node) in graph.nodes.iter().enumerate() {
         for w in 0..instances(&graph, id, workers) {
@@ -159,23 +180,24 @@ pub async fn run(
                 metrics: metrics.clone(),
                 job_metrics: job_metrics.clone(),
                 cp: cp.clone(),
+                drift: slots.get(&(id, w)).map(|&slot| (drift.clone(), slot)),
             };
             match &node.kind {
                 NodeKind::Source(_) => {
-                    tasks.spawn(task::source_task(ctx, outputs));
+                    tasks.spawn_on(task::source_task(ctx, outputs), lanes.of(w));
                 }
                 NodeKind::Sink(_) => {
                     let inbox = inboxes
                         .remove(&(id, w))
                         .ok_or_else(|| JobError::Task("missing inbox".into()))?;
-                    tasks.spawn(sink::sink_task(ctx, inbox));
+                    tasks.spawn_on(sink::sink_task(ctx, inbox), lanes.of(w));
                 }
                 _ => {
                     let inbox = inboxes
                         .remove(&(id, w))
                         .ok_or_else(|| JobError::Task("missing inbox".into()))?;
                     let op = make_operator(&graph, id);
-                    tasks.spawn(task::operator_task(ctx, inbox, op, outputs));
+                    tasks.spawn_on(task::operator_task(ctx, inbox, op, outputs), lanes.of(w));
                 }
             }
         }
@@ -218,6 +240,14 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(true),
     }
+}
+
+/// One thread per worker, at most one per CPU: with more threads than workers, every
+/// hand-off between a job's tasks woke an idle thread on the other core (a seventh of a keyed
+/// count's CPU at parallelism 1, for no gain in throughput).
+pub fn default_threads(parallelism: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    parallelism.clamp(1, cpus.max(1))
 }
 
 fn make_operator(graph: &Arc<Graph>, id: NodeId) -> Box<dyn Operator> {

@@ -24,6 +24,8 @@ pub(super) struct TaskCtx {
     pub metrics: Arc<super::progress::Metrics>,
     pub job_metrics: Arc<JobMetrics>,
     pub cp: Arc<Checkpointing>,
+    /// Watermark alignment of the job's source splits, and this split's slot (sources only).
+    pub drift: Option<(Arc<super::drift::Drift>, usize)>,
 }
 
 impl TaskCtx {
@@ -97,6 +99,11 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
     let mut idle = false;
     // Until something was sent: downstream start gates wait for each sender's first message.
     let mut announced = false;
+    let publish = |wm: i64| {
+        if let Some((drift, slot)) = &ctx.drift {
+            drift.publish(*slot, wm);
+        }
+    };
     loop {
         let id = *trigger.borrow_and_update();
         while injected < id {
@@ -119,6 +126,17 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
             if let Some((_, pos)) = last {
                 source.on_completed(&pos);
             }
+        }
+        if let Some((drift, slot)) = &ctx.drift
+            && drift.ahead(*slot)
+        {
+            // Too far ahead of the slowest split: wait for it, but go round the loop at least
+            // every 100 ms (and at once on a checkpoint) to inject barriers.
+            tokio::select! {
+                _ = drift.moved(*slot, std::time::Duration::from_millis(100)) => {}
+                _ = trigger.changed() => {}
+            }
+            continue;
         }
         emit.reserve(BATCH_SIZE);
         let more = source.poll(&mut emit, BATCH_SIZE)?;
@@ -144,12 +162,14 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
                 if next_wm > wm {
                     wm = next_wm;
                     out.watermark(wm).await?;
+                    publish(wm);
                 }
             }
             Some(crate::exchange::IDLE) => {
                 if !idle {
                     idle = true;
                     out.watermark(crate::exchange::IDLE).await?;
+                    publish(crate::exchange::IDLE);
                 }
             }
             Some(w) => {
@@ -157,6 +177,7 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
                     wm = wm.max(w);
                     idle = false;
                     out.watermark(wm).await?;
+                    publish(wm);
                 }
             }
         }
@@ -198,6 +219,7 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
             tokio::task::yield_now().await;
         }
     }
+    publish(i64::MAX);
     out.end().await?;
     ctx.tell(Coord::Finished {
         task: ctx.task(),

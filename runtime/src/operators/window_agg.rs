@@ -654,18 +654,18 @@ mod tests {
     fn processing_time_rows_after_a_tick_are_never_late() {
         let yaml = "sources:\n  - { name: c, generator: { keys: 10 } }\nsteps:\n  - { name: w, from: c, keyBy: event.user, window: { tumbling: 50ms, time: processing }, aggregate: { n: count() } }\nsinks:\n  - { name: o, from: w, stdout: {} }\n";
         let (_, graph) = crate::plan::compile(yaml).expect("plan");
-        let (spec, schema) = graph.first_window().expect("window node");
-        let input = Arc::new(crate::connectors::generator::ClickConfig::schema());
+        let (spec, input, schema) = graph.first_window().expect("window node");
+        let full = crate::connectors::generator::ClickConfig::schema();
         let mut op = WindowAgg::new(spec, input.clone(), false);
         let mut out = Emit::new("w".into(), schema);
         // A tick ahead of the wall clock: it fires every window ending by then.
         let ahead = crate::connectors::now_ms() + 60_000;
         op.on_tick(ahead - ahead.rem_euclid(50) + 49, &mut out);
         let config = crate::connectors::generator::ClickConfig::default();
-        let mut batch = Batch::new(input);
+        let mut batch = Batch::new(input.clone());
         for i in 0..5 {
             let seed_mix = crate::connectors::generator::mix64(config.seed);
-            batch.push(config.record(seed_mix, i), 0);
+            batch.push(input.project(&full, &config.record(seed_mix, i)), 0);
         }
         op.on_batch(0, batch, &mut out);
         op.on_watermark(i64::MAX, &mut out);

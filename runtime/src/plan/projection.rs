@@ -1,6 +1,6 @@
-//! Projection push-down: each source produces only the fields its consumers read (the others
-//! stay null), so generators skip building unused strings and the file source skips decoding
-//! unused values. Anything that passes whole records on (sinks, late outputs, `top`) needs all
+//! Projection push-down: each source produces only the fields its consumers read, so
+//! generators skip building unused strings and the file source skips decoding unused values
+//! (`validate` then narrows such a source's records to those fields). Anything that passes whole records on (sinks, late outputs, `top`) needs all
 //! fields.
 
 use crate::job::graph::{Graph, NodeId, NodeKind};
@@ -16,6 +16,10 @@ pub(super) fn push_down(graph: &mut Graph) {
         let mut mask = required(graph, id, &mut memo);
         let node = &mut graph.nodes[id];
         if let NodeKind::Source(spec) = &mut node.kind {
+            if spec.narrowed {
+                // Already cut to what its consumers read (see `validate`).
+                continue;
+            }
             if let crate::connectors::TimeField::Field(f) = spec.time {
                 mask[f] = true;
             }

@@ -167,6 +167,11 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
         (None, Some((field, ooo))) => (TimeField::Field(schema.index_of(&field).unwrap_or(0)), ooo),
         (None, None) => (TimeField::Processing, 0),
     };
+    let (schema, time, projection) = match b.narrow.get(&s.name) {
+        Some(mask) if mask.len() == schema.len() => narrowed(&connector, schema, time, mask),
+        _ => (schema, time, None),
+    };
+    let narrowed = projection.is_some() || b.narrow.contains_key(&s.name);
     let schema = Arc::new(schema);
     let spec = SourceSpec {
         connector,
@@ -174,7 +179,8 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
         time,
         out_of_orderness: ooo,
         rate,
-        projection: None,
+        projection,
+        narrowed,
     };
     b.add(
         &s.name,
@@ -187,6 +193,38 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
             late_schema: None,
         },
     );
+}
+
+/// `schema` cut to the fields `mask` keeps, with the time field's position in it, and the
+/// mask a generator needs to build only those fields (a JSON source decodes straight into the
+/// narrowed schema, skipping the others like unknown keys).
+fn narrowed(
+    connector: &SourceConnector,
+    schema: crate::record::Schema,
+    time: TimeField,
+    mask: &Arc<[bool]>,
+) -> (crate::record::Schema, TimeField, Option<Arc<[bool]>>) {
+    let time = match time {
+        // Push-down always keeps the time field.
+        TimeField::Field(f) => TimeField::Field(mask[..f].iter().filter(|m| **m).count()),
+        other => other,
+    };
+    let fields = schema
+        .fields
+        .into_iter()
+        .zip(mask.iter())
+        .filter(|(_, m)| **m)
+        .map(|(f, _)| f)
+        .collect();
+    let generated = matches!(
+        connector,
+        SourceConnector::Generator(_) | SourceConnector::Nexmark(_)
+    );
+    (
+        crate::record::Schema { fields },
+        time,
+        generated.then(|| mask.clone()),
+    )
 }
 
 pub(super) fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Option<SinkSpec> {

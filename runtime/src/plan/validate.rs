@@ -6,12 +6,16 @@ use crate::job::graph::{Graph, Input, Node, NodeId, NodeKind, Route};
 use std::collections::HashMap;
 
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+/// `maxWatermarkDrift` when the plan does not say, in ms.
+pub const DEFAULT_MAX_DRIFT: i64 = 5_000;
 
 pub(super) struct Builder<'a> {
     pub(super) plan: &'a Pipeline,
     pub(super) errors: Vec<PlanError>,
     pub(super) nodes: Vec<Node>,
     pub(super) ids: HashMap<String, NodeId>,
+    /// Sources to narrow to the fields their consumers read (see [`validate`]).
+    pub(super) narrow: &'a HashMap<String, std::sync::Arc<[bool]>>,
 }
 
 impl Builder<'_> {
@@ -66,12 +70,40 @@ impl Builder<'_> {
 }
 
 /// Validates a plan and compiles it into a runnable graph, reporting every problem at once.
+///
+/// A source whose consumers read only some of its fields is then narrowed: the plan is
+/// compiled again with that source's schema cut to those fields, so its records are only as
+/// wide as what the job reads. Every hop then moves fewer values (a keyed count reads one
+/// of a click's five fields), and the expressions, compiled by field name, find their
+/// fields at the narrowed positions. Errors always come from the first, full compile.
 pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
+    let full = build(plan, &HashMap::new())?;
+    let narrow: HashMap<String, std::sync::Arc<[bool]>> = full
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Source(s) => s.projection.clone().map(|m| (n.name.clone(), m)),
+            _ => None,
+        })
+        .collect();
+    if narrow.is_empty() {
+        return Ok(full);
+    }
+    // Cannot fail where the full compile did not (the narrowed schemas keep every field read);
+    // should it, the full graph runs as well.
+    Ok(build(plan, &narrow).unwrap_or(full))
+}
+
+fn build(
+    plan: &Pipeline,
+    narrow: &HashMap<String, std::sync::Arc<[bool]>>,
+) -> Result<Graph, PlanErrors> {
     let mut b = Builder {
         plan,
         errors: Vec::new(),
         nodes: Vec::new(),
         ids: HashMap::new(),
+        narrow,
     };
     let max_parallelism = plan.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM);
     if !(1..=32_768).contains(&max_parallelism) {
@@ -80,6 +112,12 @@ pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
             format!("must be between 1 and 32768, got {max_parallelism}"),
         );
     }
+    let max_drift = match &plan.max_watermark_drift {
+        Some(d) => b
+            .positive("maxWatermarkDrift", d)
+            .unwrap_or(DEFAULT_MAX_DRIFT),
+        None => DEFAULT_MAX_DRIFT,
+    };
     if plan.sources.is_empty() {
         b.err("sources", "a job needs at least one source");
     }
@@ -154,6 +192,7 @@ pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
         let mut graph = Graph {
             nodes: b.nodes,
             max_parallelism,
+            max_drift,
             dead_letter,
         };
         super::projection::push_down(&mut graph);
