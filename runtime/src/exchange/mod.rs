@@ -61,6 +61,8 @@ pub enum Msg {
         lines: Vec<u8>,
         rows: usize,
     },
+    /// Partial window aggregates from a sender's combiner (`operators::combiner`).
+    Partials(crate::operators::combiner::Partials),
     /// No record older than this will follow from this sender.
     Watermark(i64),
     /// Checkpoint barrier: everything before it from this sender belongs to checkpoint n.

@@ -9,6 +9,7 @@ use crate::exchange::{
 };
 use crate::expr::Compiled;
 use crate::operators::Emit;
+use crate::operators::combiner::Combiner;
 use crate::record::{Batch, JsonLines};
 use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
@@ -24,6 +25,8 @@ struct Edge {
     encoder: Option<JsonLines>,
     /// Target instances, by worker index (one entry for forward and single targets).
     targets: Vec<Sender<Envelope>>,
+    /// Folds records into partial aggregates before a keyed hop to a window's instances.
+    combiner: Option<Combiner>,
 }
 
 pub struct Outputs {
@@ -65,7 +68,14 @@ impl Outputs {
             let encoder =
                 matches!(&graph.nodes[consumer].kind, NodeKind::Sink(s) if !s.wants_rows())
                     .then(|| JsonLines::new(&graph.nodes[id].schema_for(input.late)));
+            let combiner = match (&graph.nodes[consumer].kind, &input.route) {
+                (NodeKind::Window(spec), Route::Key(_)) if targets.len() > 1 => {
+                    Combiner::for_window(spec)
+                }
+                _ => None,
+            };
             edges.push(Edge {
+                combiner,
                 encoder,
                 port: port as u8,
                 from,
@@ -132,8 +142,23 @@ impl Outputs {
         self.send_edge(last, batch, emit).await
     }
 
-    async fn send_edge(&mut self, e: usize, batch: Batch, emit: &mut Emit) -> Result<(), JobError> {
+    async fn send_edge(
+        &mut self,
+        e: usize,
+        mut batch: Batch,
+        emit: &mut Emit,
+    ) -> Result<(), JobError> {
         let (port, from) = (self.edges[e].port, self.edges[e].from);
+        if let Some(c) = &mut self.edges[e].combiner {
+            let raw = c.add(batch);
+            if c.full() {
+                self.send_partials(e, None).await?;
+            }
+            if raw.is_empty() {
+                return Ok(());
+            }
+            batch = raw;
+        }
         if let Some(enc) = &self.edges[e].encoder {
             let mut lines = Vec::new();
             enc.encode(&batch, &mut lines);
@@ -273,30 +298,60 @@ impl Outputs {
         Ok(())
     }
 
-    pub async fn watermark(&self, wm: i64) -> Result<(), JobError> {
-        for e in &self.edges {
-            for t in &e.targets {
-                self.deliver(t, e.port, e.from, Msg::Watermark(wm)).await?;
+    /// Sends edge `e`'s combined partials: those a window may fire on watermark `wm`, or
+    /// all of them (`None`).
+    async fn send_partials(&mut self, e: usize, wm: Option<i64>) -> Result<(), JobError> {
+        let n = self.edges[e].targets.len();
+        let mp = self.max_parallelism;
+        let key_buf = &mut self.key_buf;
+        let Some(c) = self.edges[e].combiner.as_mut() else {
+            return Ok(());
+        };
+        let owner_of = |key: &[crate::record::Value]| {
+            key_buf.clear();
+            for v in key {
+                canonical_value_bytes(v, key_buf);
+            }
+            owner(key_group(key_buf, mp), n, mp)
+        };
+        let parts = match wm {
+            Some(wm) => c.before_watermark(wm, owner_of, n),
+            None => c.take_all(owner_of, n),
+        };
+        let (port, from) = (self.edges[e].port, self.edges[e].from);
+        for (w, p) in parts.into_iter().enumerate() {
+            if !p.is_empty() {
+                let target = self.edges[e].targets[w].clone();
+                self.deliver(&target, port, from, Msg::Partials(p)).await?;
             }
         }
         Ok(())
     }
 
-    pub async fn barrier(&self, id: u64) -> Result<(), JobError> {
-        for e in &self.edges {
-            for t in &e.targets {
-                self.deliver(t, e.port, e.from, Msg::Barrier(id)).await?;
+    /// Sends `msg` on every edge, after the partials it must follow: `wm` for a watermark,
+    /// everything otherwise.
+    async fn broadcast(&mut self, msg: impl Fn() -> Msg, wm: Option<i64>) -> Result<(), JobError> {
+        for e in 0..self.edges.len() {
+            if self.edges[e].combiner.is_some() {
+                self.send_partials(e, wm).await?;
+            }
+            let edge = &self.edges[e];
+            for t in &edge.targets {
+                self.deliver(t, edge.port, edge.from, msg()).await?;
             }
         }
         Ok(())
     }
 
-    pub async fn end(&self) -> Result<(), JobError> {
-        for e in &self.edges {
-            for t in &e.targets {
-                self.deliver(t, e.port, e.from, Msg::End).await?;
-            }
-        }
-        Ok(())
+    pub async fn watermark(&mut self, wm: i64) -> Result<(), JobError> {
+        self.broadcast(|| Msg::Watermark(wm), Some(wm)).await
+    }
+
+    pub async fn barrier(&mut self, id: u64) -> Result<(), JobError> {
+        self.broadcast(|| Msg::Barrier(id), None).await
+    }
+
+    pub async fn end(&mut self) -> Result<(), JobError> {
+        self.broadcast(|| Msg::End, None).await
     }
 }

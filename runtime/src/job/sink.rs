@@ -377,6 +377,12 @@ pub(super) async fn sink_task(
                 om.records_in.inc_by(rows as u64);
                 om.records_out.inc_by(rows as u64);
             }
+            Msg::Partials(_) => {
+                return Err(JobError::Task(format!(
+                    "sink `{}` got partial aggregates meant for a window",
+                    ctx.step
+                )));
+            }
             Msg::Watermark(w) => {
                 crate::exchange::update_mark(&mut marks[from], w);
                 if let Some(min) = crate::exchange::combine_marks(marks.iter().copied()) {

@@ -465,6 +465,12 @@ pub(super) async fn operator_task(
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
                 om.records_out.inc_by(emit.take_emitted());
             }
+            Msg::Partials(p) => {
+                om.records_in.inc_by(p.len() as u64);
+                op.on_partials(port, p, &mut emit);
+                out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
+                om.records_out.inc_by(emit.take_emitted());
+            }
             Msg::Encoded { .. } => {
                 return Err(JobError::Task(format!(
                     "step `{}` got encoded rows meant for a sink",

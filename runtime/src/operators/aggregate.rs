@@ -79,6 +79,16 @@ impl Acc {
         }
     }
 
+    /// Whether [`Acc::update`] with `v` would succeed (it fails only for sums and averages).
+    pub fn accepts(&self, v: &V<'_>) -> bool {
+        match self {
+            _ if matches!(v, V::Null) => true,
+            Acc::Sum(s) => add(s, v).is_ok(),
+            Acc::Avg(..) => matches!(v, V::Int(_) | V::Double(_)),
+            _ => true,
+        }
+    }
+
     /// Adds one record's argument value (`V::Null` for `count()`).
     #[inline]
     pub fn update(&mut self, v: V<'_>, ts: i64, count_rows: bool) -> Result<(), EvalError> {

@@ -2,6 +2,7 @@
 //! [`Operator`] trait, so the task that runs them (`job`) knows nothing of what they compute.
 
 pub mod aggregate;
+pub mod combiner;
 pub mod join;
 mod slice_map;
 pub mod stateless;
@@ -255,6 +256,16 @@ impl Emit {
 pub trait Operator: Send {
     /// Records arriving on input `port`.
     fn on_batch(&mut self, port: usize, batch: Batch, out: &mut Emit);
+    /// Partial aggregates from a sender's combiner on input `port` (window steps only).
+    fn on_partials(&mut self, _port: usize, p: combiner::Partials, out: &mut Emit) {
+        out.dead_raw(
+            String::new(),
+            format!(
+                "{} partial aggregates reached a step that does not aggregate",
+                p.len()
+            ),
+        );
+    }
     /// The minimum watermark over all inputs advanced to `wm` (`i64::MAX` at end of input).
     fn on_watermark(&mut self, wm: i64, out: &mut Emit);
     /// Wall-clock tick for processing-time windows, in ms since the epoch.

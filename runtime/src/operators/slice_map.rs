@@ -114,6 +114,25 @@ impl SliceMap {
         Ok((&mut self.entries[i], inserted))
     }
 
+    /// Removes the entry just inserted for `key` (the last one).
+    pub(super) fn remove_last(&mut self, key: &[Value]) {
+        let hash = self.hasher.hash_one(key);
+        let last = self.entries.len().wrapping_sub(1) as u32;
+        if let Ok(slot) = self.index.find_entry(hash, |&i| i == last) {
+            slot.remove();
+            self.entries.pop();
+            self.keys.pop();
+            self.last = None;
+        }
+    }
+
+    /// Takes every key and entry out, leaving the map empty with its memory.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (Key, Entry)> + '_ {
+        self.index.clear();
+        self.last = None;
+        self.keys.drain(..).zip(self.entries.drain(..))
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
         self.keys.iter().zip(&self.entries)
     }
@@ -150,6 +169,24 @@ mod tests {
             m.clear();
             assert_eq!(m.len(), 0);
         }
+        // Taking back the entry just inserted (the combiner's failed first update) leaves
+        // the others findable.
+        m.get_or_try_insert(&[Value::Int(1)], count(1))
+            .expect("inserts");
+        m.get_or_try_insert(&[Value::Int(2)], count(2))
+            .expect("inserts");
+        m.remove_last(&[Value::Int(2)]);
+        assert_eq!(m.len(), 1);
+        assert!(!m.contains_key(&[Value::Int(2)]));
+        assert!(m.contains_key(&[Value::Int(1)]));
+        let (_, inserted) = m
+            .get_or_try_insert(&[Value::Int(2)], count(3))
+            .expect("inserts");
+        assert!(inserted);
+        let drained: Vec<Key> = m.drain().map(|(k, _)| k).collect();
+        assert_eq!(drained.len(), 2);
+        assert_eq!(m.len(), 0);
+        assert!(!m.contains_key(&[Value::Int(1)]));
         let failed = m.get_or_try_insert(&[Value::Int(1)], |_| Err("no"));
         assert!(failed.is_err());
         assert_eq!(m.len(), 0);

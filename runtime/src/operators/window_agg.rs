@@ -89,7 +89,7 @@ struct SliceBounds {
     first_end: i64,
 }
 
-fn gcd(a: i64, b: i64) -> i64 {
+pub(super) fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
@@ -406,6 +406,7 @@ impl WindowAgg {
         ts: i64,
         key: &[Value],
         args: &[V<'_>],
+        aggs: &[super::aggregate::AggSpec],
         out: &mut Emit,
     ) -> Result<bool, String> {
         let window = self.spec.window;
@@ -430,6 +431,20 @@ impl WindowAgg {
         if window.is_late(last_end, self.wm) {
             return Ok(false);
         }
+        let entry = self.entry(start, end, key)?;
+        apply(aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
+        entry.dirty = true;
+        // Some window holding `ts` fired already: the earliest holding it fires first.
+        if first_end - 1 <= self.wm {
+            self.refire(ts, key, out)
+                .map_err(|e| format!("state store: {e}"))?;
+        }
+        Ok(true)
+    }
+
+    /// `key`'s entry in slice `[start, end)`, created (from the store if it spilled there)
+    /// when absent.
+    fn entry(&mut self, start: i64, end: i64, key: &[Value]) -> Result<&mut Entry, String> {
         // Size a new slice like the last one: growing a map of thousands of keys rehashes
         // (and moves) it many times.
         let hint = self.last_pane_keys;
@@ -456,14 +471,44 @@ impl WindowAgg {
         if inserted {
             self.cached += 1;
         }
-        apply(&self.spec.aggs, &mut entry.accs, args, ts).map_err(|e| e.to_string())?;
+        Ok(entry)
+    }
+
+    /// Merges a sender's partial aggregate of `key` in slice `[start, end)` (see
+    /// `combiner`): as if its records had arrived one by one.
+    fn merge_partial(
+        &mut self,
+        start: i64,
+        end: i64,
+        key: &[Value],
+        accs: &[Acc],
+        out: &mut Emit,
+    ) -> Result<(), String> {
+        // Cannot happen (partials precede the watermark that would make them late), but a
+        // partial is never dropped unseen.
+        if self.spec.window.is_late(self.last_end(start), self.wm) {
+            return Err(format!(
+                "partial aggregate of key {key:?} for [{start}, {end}) arrived after its windows closed"
+            ));
+        }
+        let entry = self.entry(start, end, key)?;
+        merge_accs(&mut entry.accs, accs).map_err(|e| e.to_string())?;
         entry.dirty = true;
-        // Some window holding `ts` fired already: the earliest holding it fires first.
-        if first_end - 1 <= self.wm {
-            self.refire(ts, key, out)
+        if self.earliest_end(start) - 1 <= self.wm {
+            self.refire(start, key, out)
                 .map_err(|e| format!("state store: {e}"))?;
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Spills entries to the store once the cache holds more than it may.
+    fn bound_cache(&mut self, out: &mut Emit) {
+        if let Some(st) = &self.state
+            && self.cached > st.cache_entries
+            && let Err(e) = self.evict()
+        {
+            out.dead_raw(String::new(), format!("state store: {e}"));
+        }
     }
 
     /// The end of the earliest window holding `ts`.
@@ -555,7 +600,7 @@ impl Operator for WindowAgg {
                     out.dead_row(&self.input, row, format!("aggregate: {e}"));
                     continue;
                 }
-                let added = self.on_row(ts, key, &args, out);
+                let added = self.on_row(ts, key, &args, &spec.aggs, out);
                 self.added(added, row, time, out);
                 continue;
             }
@@ -577,18 +622,25 @@ impl Operator for WindowAgg {
                 self.add_session(ts, &args, out)
             } else {
                 let key = std::mem::take(&mut self.key_buf);
-                let added = self.on_row(ts, &key, &args, out);
+                let added = self.on_row(ts, &key, &args, &spec.aggs, out);
                 self.key_buf = key;
                 added
             };
             self.added(added, row, time, out);
         }
-        if let Some(st) = &self.state
-            && self.cached > st.cache_entries
-            && let Err(e) = self.evict()
-        {
-            out.dead_raw(String::new(), format!("state store: {e}"));
+        self.bound_cache(out);
+    }
+
+    fn on_partials(&mut self, _port: usize, p: super::combiner::Partials, out: &mut Emit) {
+        let n = self.spec.aggs.len();
+        for (i, &(start, end)) in p.slices.iter().enumerate() {
+            let key = super::combiner::partial_key(&p, i);
+            let accs = super::combiner::partial_accs(&p, i, n);
+            if let Err(e) = self.merge_partial(start, end, key, accs, out) {
+                out.dead_raw(String::new(), format!("aggregate: {e}"));
+            }
         }
+        self.bound_cache(out);
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Emit) {
