@@ -1,10 +1,13 @@
 //! JSON-lines files: one file, or every `*.json`/`*.jsonl` file of a directory (each file a
-//! split; worker `w` of `W` reads the files whose sorted position is `≡ w (mod W)`).
+//! split; worker `w` of `W` reads the files whose sorted position is `≡ w (mod W)`). Files of
+//! 16 MiB and more are read by every worker, in blocks (`file_blocks`).
 //!
 //! Lines are decoded straight into a row of the source's schema: keys are matched to field
 //! positions and unknown keys skipped, so no per-record map is built.
 
+use super::file_blocks::{BLOCK, BlockFile, SPLIT_MIN, Step};
 pub use super::json::{JsonRecords, RowDecoder, RowSeed};
+use super::position::Frontier;
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
@@ -87,18 +90,35 @@ pub fn schema_of_line(name: &str, line: &str) -> Result<Schema, ConnectorError> 
 }
 
 pub struct FileSource {
-    files: Vec<PathBuf>,
-    /// The file being read: name, reader, lines and bytes read so far.
+    /// What is left to read, last first.
+    work: Vec<Work>,
+    /// The whole file being read: name, reader, lines and bytes read so far.
     current: Option<(String, LineReader, u64, u64)>,
+    /// The big file being read in blocks.
+    blocks: Option<BlockFile>,
     /// Files read to their end: name -> (bytes, lines).
     finished: std::collections::BTreeMap<String, (u64, u64)>,
     /// Where to start each file after a restore: name -> (byte offset, line number).
     resume_at: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Big files: the whole job's restored block positions, then this worker's own.
+    restored_blocks: std::collections::BTreeMap<String, Frontier>,
+    block_positions: std::collections::BTreeMap<String, Frontier>,
+    worker: u64,
+    workers: u64,
     /// Ends of the lines of the run being decoded (see [`LineReader::run`]).
     ends: Vec<usize>,
     /// Bytes read at a time (smaller in tests, to cut lines across reads).
     chunk: usize,
+    /// Block size and the size from which a file is read in blocks (smaller in tests).
+    block: u64,
+    split_min: u64,
     records: JsonRecords,
+}
+
+enum Work {
+    Whole(PathBuf),
+    /// A big file, read in blocks by every worker, and its length.
+    Blocks(PathBuf, u64),
 }
 
 impl FileSource {
@@ -110,34 +130,54 @@ impl FileSource {
         time: TimeField,
         projection: Option<Arc<[bool]>>,
     ) -> Result<FileSource, ConnectorError> {
-        let mut files: Vec<PathBuf> = list_files(&config.path)?
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % workers.max(1) == worker)
-            .map(|(_, f)| f)
-            .collect();
-        files.reverse();
-        Ok(FileSource {
-            files,
+        let mut src = FileSource {
+            work: Vec::new(),
             current: None,
+            blocks: None,
             finished: Default::default(),
             resume_at: Default::default(),
+            restored_blocks: Default::default(),
+            block_positions: Default::default(),
+            worker: worker as u64,
+            workers: workers.max(1) as u64,
             ends: Vec::new(),
             chunk: CHUNK,
+            block: BLOCK,
+            split_min: SPLIT_MIN,
             records: JsonRecords::new(schema, projection, time),
-        })
+        };
+        src.plan(&config.path)?;
+        Ok(src)
     }
-}
 
-impl Source for FileSource {
-    fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
-        let mut n = 0;
-        let now = super::now_ms();
-        while n < max {
-            if self.current.is_none() {
-                let Some(f) = self.files.pop() else {
-                    return Ok(false);
-                };
+    /// Works out which files (and blocks) this worker reads.
+    fn plan(&mut self, path: &str) -> Result<(), ConnectorError> {
+        let mut work = Vec::new();
+        for (i, f) in list_files(path)?.into_iter().enumerate() {
+            let len = std::fs::metadata(&f)
+                .map_err(|e| ConnectorError::Io {
+                    path: f.display().to_string(),
+                    source: e,
+                })?
+                .len();
+            if len >= self.split_min {
+                work.push(Work::Blocks(f, len));
+            } else if i as u64 % self.workers == self.worker {
+                work.push(Work::Whole(f));
+            }
+        }
+        work.reverse();
+        self.work = work;
+        Ok(())
+    }
+
+    /// Starts the next file; `false` when none is left.
+    fn next_file(&mut self) -> Result<bool, ConnectorError> {
+        let Some(w) = self.work.pop() else {
+            return Ok(false);
+        };
+        match w {
+            Work::Whole(f) => {
                 let name = f.display().to_string();
                 let io = |e| ConnectorError::Io {
                     path: name.clone(),
@@ -150,6 +190,64 @@ impl Source for FileSource {
                     file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
                 }
                 self.current = Some((name, LineReader::new(file, self.chunk), lines, offset));
+            }
+            Work::Blocks(f, len) => {
+                let name = f.display().to_string();
+                let restored = self.restored_blocks.get(&name).cloned().or_else(|| {
+                    // Read whole, from its start, before this version split big files.
+                    self.resume_at
+                        .get(&name)
+                        .map(|&(bytes, _)| super::file_blocks::from_whole(&name, bytes, self.block))
+                });
+                let bf = BlockFile::new(
+                    name,
+                    f,
+                    len,
+                    self.block,
+                    (self.worker, self.workers),
+                    restored.as_ref(),
+                    self.chunk,
+                )?;
+                self.blocks = Some(bf);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
+        let mut n = 0;
+        let now = super::now_ms();
+        while n < max {
+            if let Some(bf) = self.blocks.as_mut() {
+                match bf.run(max - n, &mut self.ends)? {
+                    Step::Lines {
+                        text,
+                        offset,
+                        before,
+                        name,
+                    } => {
+                        n += emit_run(
+                            &mut self.records,
+                            (text, &self.ends),
+                            name,
+                            (before, offset),
+                            now,
+                            out,
+                        );
+                    }
+                    Step::Again => {}
+                    Step::Done => {
+                        if let Some(bf) = self.blocks.take() {
+                            self.block_positions.insert(bf.name.clone(), bf.position());
+                        }
+                    }
+                }
+                continue;
+            }
+            if self.current.is_none() && !self.next_file()? {
+                return Ok(false);
             }
             let Some((name, reader, lineno, offset)) = self.current.as_mut() else {
                 continue;
@@ -166,54 +264,104 @@ impl Source for FileSource {
                 }
                 continue;
             }
-            // One UTF-8 check for the whole run; lines are checked one by one only when the
-            // run holds an invalid one, to find it.
-            let text = std::str::from_utf8(run).ok();
-            let mut start = 0;
-            for &end in &self.ends {
-                let raw = &run[start..end];
-                let line = match text {
-                    Some(t) => t.get(start..end).ok_or(None),
-                    None => std::str::from_utf8(raw).map_err(Some),
-                };
-                start = end;
-                *lineno += 1;
-                *offset += raw.len() as u64;
-                let lineno = *lineno;
-                match line {
-                    Ok(line) => {
-                        let text = line.trim_end_matches(['\n', '\r']);
-                        // A record's line starts with its brace: only other lines can be blank.
-                        if !text.starts_with('{') && text.trim().is_empty() {
-                            continue;
-                        }
-                        n += 1;
-                        self.records
-                            .push(text, &|| format!("{name}:{lineno}"), now, None, out);
-                    }
-                    Err(e) => {
-                        n += 1;
-                        let raw = trim_newline(raw);
-                        let at = e.map_or(0, |e| e.valid_up_to());
-                        out.dead_raw(
-                            String::from_utf8_lossy(raw).into_owned(),
-                            format!("{name}:{lineno}: not valid UTF-8 (at byte {at} of the line)"),
-                        );
-                    }
-                }
-            }
+            n += emit_run(
+                &mut self.records,
+                (run, &self.ends),
+                name,
+                (Some(*lineno), *offset),
+                now,
+                out,
+            );
+            *lineno += self.ends.len() as u64;
+            *offset += run.len() as u64;
         }
         Ok(true)
     }
 
     fn position(&self) -> serde_json::Value {
         let current = self.current.as_ref().map(|(n, _, l, b)| (n, *b, *l));
-        position(&self.resume_at, &self.finished, current)
+        let mut pos = position(&self.resume_at, &self.finished, current);
+        let mut blocks = self.block_positions.clone();
+        // Big files not reached yet keep their restored positions (see `position`).
+        for w in &self.work {
+            if let Work::Blocks(f, _) = w {
+                let name = f.display().to_string();
+                if let Some(r) = self.restored_blocks.get(&name)
+                    && let Ok((mine, _)) = r.for_worker(self.worker, self.workers)
+                {
+                    blocks.insert(name, mine);
+                }
+            }
+        }
+        if let Some(bf) = &self.blocks {
+            blocks.insert(bf.name.clone(), bf.position());
+        }
+        if !blocks.is_empty() {
+            pos["blocks"] = serde_json::json!(blocks);
+        }
+        pos
     }
 
     fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
-        merge_positions(&mut self.resume_at, parts)
+        merge_positions(&mut self.resume_at, parts)?;
+        super::file_blocks::merge(&mut self.restored_blocks, parts)
     }
+}
+
+/// Decodes the lines of a run (`ends`: each line's end in it) into `out`, dead-lettering
+/// those that are not UTF-8 or do not decode with their place: `name:line` when the number
+/// of the line before the run is known, else the line's byte offset. Returns how many lines
+/// were records or dead letters (blank lines are neither).
+fn emit_run(
+    records: &mut JsonRecords,
+    (run, ends): (&[u8], &[usize]),
+    name: &str,
+    (lines_before, offset): (Option<u64>, u64),
+    now: i64,
+    out: &mut Emit,
+) -> usize {
+    let place = |k: usize, start: usize| match lines_before {
+        Some(l) => format!("{name}:{}", l + k as u64 + 1),
+        None => format!("{name}: byte {}", offset + start as u64),
+    };
+    let mut n = 0;
+    // One UTF-8 check for the whole run; lines are checked one by one only when the run holds
+    // an invalid one, to find it.
+    let text = std::str::from_utf8(run).ok();
+    let mut start = 0;
+    for (k, &end) in ends.iter().enumerate() {
+        let raw = &run[start..end];
+        let line = match text {
+            Some(t) => t.get(start..end).ok_or(None),
+            None => std::str::from_utf8(raw).map_err(Some),
+        };
+        let line_start = start;
+        start = end;
+        match line {
+            Ok(line) => {
+                let text = line.trim_end_matches(['\n', '\r']);
+                // A record's line starts with its brace: only other lines can be blank.
+                if !text.starts_with('{') && text.trim().is_empty() {
+                    continue;
+                }
+                n += 1;
+                records.push(text, &|| place(k, line_start), now, None, out);
+            }
+            Err(e) => {
+                n += 1;
+                let raw = trim_newline(raw);
+                let at = e.map_or(0, |e| e.valid_up_to());
+                out.dead_raw(
+                    String::from_utf8_lossy(raw).into_owned(),
+                    format!(
+                        "{}: not valid UTF-8 (at byte {at} of the line)",
+                        place(k, line_start)
+                    ),
+                );
+            }
+        }
+    }
+    n
 }
 
 /// Read positions per file: name -> (bytes, lines).
@@ -265,7 +413,7 @@ fn trim_newline(mut raw: &[u8]) -> &[u8] {
 
 /// A file read in large chunks and cut into lines at `\n` with memchr, without copying
 /// lines out.
-struct LineReader {
+pub(super) struct LineReader {
     file: File,
     buf: Vec<u8>,
     /// The unread bytes are `buf[start..end]`.
@@ -279,7 +427,7 @@ struct LineReader {
 const CHUNK: usize = 256 * 1024;
 
 impl LineReader {
-    fn new(file: File, chunk: usize) -> LineReader {
+    pub(super) fn new(file: File, chunk: usize) -> LineReader {
         LineReader {
             file,
             buf: Vec::new(),
@@ -293,7 +441,7 @@ impl LineReader {
     /// The next up to `max` whole lines as one run of bytes, newlines included; `ends` gets
     /// each line's end within the run. A last line without a newline ends at the end of the
     /// file. An empty run: the file is read to its end.
-    fn run(&mut self, max: usize, ends: &mut Vec<usize>) -> std::io::Result<&[u8]> {
+    pub(super) fn run(&mut self, max: usize, ends: &mut Vec<usize>) -> std::io::Result<&[u8]> {
         ends.clear();
         let mut scanned = 0;
         loop {
@@ -519,5 +667,123 @@ mod tests {
         let long = format!("{{\"pad\":\"{}\",\"n\":7}}\n{{\"n\":8}}", "x".repeat(1000));
         let r = read(long.as_bytes(), 16, 100, None);
         assert_eq!(r.ns, vec![7, 8]);
+    }
+
+    /// A worker `w` of `p` reading `path` in `block`-byte blocks, resumed from `parts`.
+    fn block_source(
+        path: &str,
+        w: usize,
+        p: usize,
+        block: u64,
+        parts: &[serde_json::Value],
+    ) -> FileSource {
+        let schema = Arc::new(Schema::new([("n", Type::Int)]));
+        let config = FileConfig { path: path.into() };
+        let mut src = FileSource::open(&config, schema, w, p, TimeField::Processing, None).unwrap();
+        (src.block, src.split_min, src.chunk) = (block, 0, 7);
+        src.plan(path).unwrap();
+        src.resume(parts).unwrap();
+        src
+    }
+
+    /// Polls `src` (`max` records a poll) `polls` times or to its end: the `n`s read, the
+    /// dead letters' reasons, and the position after.
+    fn drain(
+        src: &mut FileSource,
+        max: usize,
+        polls: usize,
+    ) -> (Vec<i64>, Vec<String>, serde_json::Value) {
+        let mut out = Emit::new("src".into(), Arc::new(Schema::new([("n", Type::Int)])));
+        for _ in 0..polls {
+            if !src.poll(&mut out, max).unwrap() {
+                break;
+            }
+        }
+        let ns = out
+            .take()
+            .iter()
+            .flat_map(Batch::rows)
+            .map(|(row, _)| match row[0] {
+                Value::Int(n) => n,
+                _ => -1,
+            })
+            .collect();
+        let dead = out.dead.iter().map(|d| d.reason.clone()).collect();
+        (ns, dead, src.position())
+    }
+
+    /// Lines of many lengths (some longer than a block), a blank one and a bad one.
+    fn big_input(dir: &Path) -> (String, Vec<i64>) {
+        let path = dir.join("big.jsonl");
+        let mut f = File::create(&path).unwrap();
+        let mut want = Vec::new();
+        for n in 0..400i64 {
+            let pad = "x".repeat(((n * 37) % 150) as usize);
+            match n {
+                77 => writeln!(f).unwrap(),
+                201 => writeln!(f, "{{\"n\": oops}}").unwrap(),
+                _ => {
+                    writeln!(f, "{{\"pad\":\"{pad}\",\"n\":{n}}}").unwrap();
+                    want.push(n);
+                }
+            }
+        }
+        (path.display().to_string(), want)
+    }
+
+    #[test]
+    fn big_files_are_read_in_blocks_by_every_worker_each_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, want) = big_input(dir.path());
+        for block in [64u64, 100, 4096] {
+            // One worker reads every block in order, line numbers and all.
+            let (ns, dead, _) = drain(&mut block_source(&path, 0, 1, block, &[]), 50, usize::MAX);
+            assert_eq!(ns, want, "block {block}");
+            assert_eq!(dead.len(), 1, "{dead:?}");
+            assert!(dead[0].contains("big.jsonl:202: "), "{dead:?}");
+            for p in [2usize, 3] {
+                let mut all = Vec::new();
+                let mut dead = Vec::new();
+                for w in 0..p {
+                    let (ns, d, _) =
+                        drain(&mut block_source(&path, w, p, block, &[]), 50, usize::MAX);
+                    if block < 4096 {
+                        assert!(
+                            !ns.is_empty(),
+                            "block {block}: worker {w} of {p} read nothing"
+                        );
+                    }
+                    all.extend(ns);
+                    dead.extend(d);
+                }
+                all.sort_unstable();
+                assert_eq!(all, want, "block {block} P={p}");
+                assert_eq!(dead.len(), 1, "block {block} P={p}: {dead:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_positions_restore_at_another_parallelism_without_loss_or_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, want) = big_input(dir.path());
+        for (p1, p2) in [(2usize, 3usize), (3, 1), (1, 2), (2, 2)] {
+            // Run 1 stops part-way, each worker at a different point.
+            let mut seen = Vec::new();
+            let mut parts = Vec::new();
+            for w in 0..p1 {
+                let mut src = block_source(&path, w, p1, 64, &[]);
+                let (ns, _, pos) = drain(&mut src, 7, 3 + 2 * w);
+                seen.extend(ns);
+                parts.push(pos);
+            }
+            assert!(seen.len() < want.len(), "{p1}->{p2}: run 1 read everything");
+            for w in 0..p2 {
+                let (ns, _, _) = drain(&mut block_source(&path, w, p2, 64, &parts), 50, usize::MAX);
+                seen.extend(ns);
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, want, "{p1}->{p2}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Connectors: sources behind [`Source`], sinks behind [`Sink`]. Each connector is one module.
 
 pub mod file;
+mod file_blocks;
 pub mod file_sink;
 pub mod generator;
 pub mod json;
