@@ -37,6 +37,8 @@ pub struct ObjectDir {
     pub prefix: String,
     /// Prepended to a key to name it: `s3://bucket/`, or the local root directory and `/`.
     base: String,
+    /// The directory a local store's keys live under (`None` for S3).
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 /// An object-store error with the path it concerns, as a connector error.
@@ -64,6 +66,7 @@ impl ObjectDir {
                 store,
                 prefix,
                 base: format!("s3://{bucket}/"),
+                local_root: None,
             });
         }
         let dir = crate::objstore::local_path(url);
@@ -87,6 +90,7 @@ impl ObjectDir {
             store: Arc::new(store),
             prefix: String::new(),
             base: format!("{}/", dir.display().to_string().trim_end_matches('/')),
+            local_root: Some(dir.to_path_buf()),
         })
     }
 

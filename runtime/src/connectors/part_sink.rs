@@ -66,7 +66,17 @@ pub struct PartSink {
     state: PartsState,
     /// The epoch the results being written belong to, if no barrier comes before the end.
     epoch: u64,
-    current: Option<(BufWriter, String, u64)>,
+    current: Option<(Staging, String, u64)>,
+}
+
+/// An epoch's staging object being written.
+enum Staging {
+    /// Uploaded through object_store (S3).
+    Store(BufWriter),
+    /// A local directory's staging file, written straight to the file: object_store's
+    /// `BufWriter` copied each chunk into a buffer of its own first, which was most of what a
+    /// checkpoint every second cost a keyed count beyond the `fsync`.
+    Local(std::fs::File, std::path::PathBuf),
 }
 
 impl PartSink {
@@ -143,18 +153,36 @@ impl PartSink {
         if self.current.is_none() {
             self.seq += 1;
             let rel = format!("{STAGING}/{}-{:06}.jsonl", self.run, self.seq);
-            let w =
-                BufWriter::with_capacity(self.dir.store.clone(), self.dir.key(&rel), PART_BYTES)
-                    .with_max_concurrency(2);
+            let key = self.dir.key(&rel);
+            let w = match &self.dir.local_root {
+                Some(root) => {
+                    let path = root.join(key.as_ref());
+                    let opened = path
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::File::create(&path));
+                    let file = opened.map_err(|source| ConnectorError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    Staging::Local(file, path)
+                }
+                None => Staging::Store(
+                    BufWriter::with_capacity(self.dir.store.clone(), key, PART_BYTES)
+                        .with_max_concurrency(2),
+                ),
+            };
             self.current = Some((w, rel, 0));
         }
         if let Some((w, rel, n)) = self.current.as_mut() {
-            w.write_all(bytes)
-                .await
-                .map_err(|source| ConnectorError::Io {
-                    path: self.dir.name(&self.dir.key(rel)),
-                    source,
-                })?;
+            let written = match w {
+                Staging::Store(w) => w.write_all(bytes).await,
+                Staging::Local(f, _) => std::io::Write::write_all(f, bytes),
+            };
+            written.map_err(|source| ConnectorError::Io {
+                path: self.dir.name(&self.dir.key(rel)),
+                source,
+            })?;
             *n += bytes.len() as u64;
         }
         Ok(())
@@ -171,7 +199,16 @@ impl PartSink {
             {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            w.shutdown().await.map_err(|source| ConnectorError::Io {
+            let sealed = match &mut w {
+                Staging::Store(w) => w.shutdown().await,
+                // Durable before the checkpoint records it, as the store's uploads are
+                // (`with_fsync`): the data, then the file's name in its directory.
+                Staging::Local(f, path) => f.sync_all().and_then(|()| {
+                    path.parent()
+                        .map_or(Ok(()), |d| std::fs::File::open(d).and_then(|d| d.sync_all()))
+                }),
+            };
+            sealed.map_err(|source| ConnectorError::Io {
                 path: self.dir.name(&self.dir.key(&rel)),
                 source,
             })?;
