@@ -25,9 +25,10 @@ pub struct Pipeline {
     /// Where records that fail to parse or evaluate go (with their reason). Default: stderr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<SinkTarget>,
-    /// How far (in event time, like `5s`) a source split may read ahead of the slowest one
-    /// before it waits (Flink's watermark alignment). Windows fire on the slowest split's
-    /// watermark, so whatever faster splits read beyond it waits in window state. Default 5s.
+    /// How far (in event time, like `5s`) a split of an event-time source may read ahead of
+    /// the slowest split of the same source before it waits (Flink's watermark alignment).
+    /// Windows fire on the slowest split's watermark, so whatever faster splits read beyond it
+    /// waits in window state. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_watermark_drift: Option<String>,
 }

@@ -629,3 +629,34 @@ fn narrowed_sources_give_the_results_of_full_ones() {
         }
     }
 }
+
+/// A job that reads no field of its source (a count of everything on processing time) still
+/// counts every record: the source is not narrowed to nothing.
+#[test]
+fn a_source_no_step_reads_a_field_of_still_counts_every_record() {
+    let recs = stream(3000, 5, 0, 7);
+    let f = write_input(&recs);
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("out.jsonl");
+    let yaml = format!(
+        "sources:\n  - {{ name: in, file: {{ path: \"{}\" }} }}\nsteps:\n  - {{ name: w, from: in, keyBy: {{ all: \"'x'\" }}, window: {{ tumbling: 1h, time: processing }}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: out, from: w, file: {{ path: \"{}\" }} }}\n",
+        f.path().display(),
+        out.display()
+    );
+    let (_, graph) = eddy::plan::compile(&yaml).expect("plan");
+    assert!(!graph.nodes[0].schema.is_empty(), "narrowed to no fields");
+    for p in [1, 2] {
+        let _ = std::fs::remove_file(&out);
+        run_yaml(&yaml, p);
+        let total: i64 = std::fs::read_to_string(&out)
+            .expect("out")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
+                    .as_i64()
+                    .expect("n")
+            })
+            .sum();
+        assert_eq!(total, recs.len() as i64, "P={p}");
+    }
+}

@@ -137,10 +137,27 @@ pub fn shapes(graph: &crate::job::graph::Graph) -> Vec<OperatorShape> {
                         _ => "",
                     }
                 ),
-                NodeKind::Join(j) => format!(
-                    "join left={} right={} window={:?}",
-                    j.left_key.text, j.right_key.text, j.window
-                ),
+                // A join keeps its input rows by position: their fields are part of its state's
+                // layout (they change when a source is narrowed to other fields).
+                NodeKind::Join(j) => {
+                    let fields = |port: usize| {
+                        n.inputs.get(port).map_or_else(Vec::new, |i| {
+                            graph.nodes[i.from]
+                                .schema_for(i.late)
+                                .names()
+                                .map(str::to_string)
+                                .collect::<Vec<_>>()
+                        })
+                    };
+                    format!(
+                        "join left={} right={} window={:?} rows={:?}/{:?}",
+                        j.left_key.text,
+                        j.right_key.text,
+                        j.window,
+                        fields(0),
+                        fields(1)
+                    )
+                }
                 NodeKind::Top(t) => format!("top n={}", t.n),
                 _ => return None,
             };

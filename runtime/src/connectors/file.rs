@@ -286,7 +286,14 @@ impl Source for FileSource {
         for w in &self.work {
             if let Work::Blocks(f, _) = w {
                 let name = f.display().to_string();
-                if let Some(r) = self.restored_blocks.get(&name)
+                // (A position from before big files were split counts as restored too: left
+                // out, its blocks would merge as unread and be read again.)
+                let restored = self.restored_blocks.get(&name).cloned().or_else(|| {
+                    self.resume_at
+                        .get(&name)
+                        .map(|&(bytes, _)| super::file_blocks::from_whole(&name, bytes, self.block))
+                });
+                if let Some(r) = restored
                     && let Ok((mine, _)) = r.for_worker(self.worker, self.workers)
                 {
                     blocks.insert(name, mine);

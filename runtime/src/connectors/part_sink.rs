@@ -204,8 +204,9 @@ impl PartSink {
                 // Durable before the checkpoint records it, as the store's uploads are
                 // (`with_fsync`): the data, then the file's name in its directory.
                 Staging::Local(f, path) => f.sync_all().and_then(|()| {
-                    path.parent()
-                        .map_or(Ok(()), |d| std::fs::File::open(d).and_then(|d| d.sync_all()))
+                    path.parent().map_or(Ok(()), |d| {
+                        std::fs::File::open(d).and_then(|d| d.sync_all())
+                    })
                 }),
             };
             sealed.map_err(|source| ConnectorError::Io {

@@ -1,6 +1,7 @@
-//! Watermark alignment across a job's source splits (Flink's `withWatermarkAlignment`): a split
-//! whose watermark runs more than the plan's `maxWatermarkDrift` ahead of the slowest active
-//! split waits until that one catches up.
+//! Watermark alignment across the splits of one event-time source (Flink's
+//! `withWatermarkAlignment`): a split whose watermark runs more than the plan's
+//! `maxWatermarkDrift` ahead of the slowest active split of its source waits until that one
+//! catches up. Different sources are not aligned: they may hold different times altogether.
 //!
 //! Windows fire on the minimum watermark over all splits, so everything a fast split reads
 //! ahead of the slowest one stays in window state. Without a bound, the split that shares its
@@ -19,7 +20,7 @@ pub struct Drift {
 }
 
 impl Drift {
-    /// `splits` source instances (over all source steps), `max` ms of event time apart at most.
+    /// `splits` instances of one source, `max` ms of event time apart at most.
     pub fn new(splits: usize, max: i64) -> Drift {
         Drift {
             marks: (0..splits).map(|_| AtomicI64::new(i64::MIN)).collect(),

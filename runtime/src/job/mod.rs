@@ -153,18 +153,21 @@ pub async fn run(
     });
     let lanes = lanes::Lanes::start(opts.threads.unwrap_or_else(|| default_threads(workers)))
         .map_err(|e| JobError::Task(format!("starting worker threads: {e}")))?;
-    // One alignment slot per source instance, over all source steps: a join's two sources
-    // fire its windows on the slower one's watermark just as two splits of one source do.
+    // Alignment groups the splits of one event-time source (Flink aligns the groups a user
+    // names): sources of different time domains, or processing-time ones, never wait on
+    // each other.
     let mut slots = HashMap::new();
     for (id, node) in graph.nodes.iter().enumerate() {
-        if matches!(node.kind, NodeKind::Source(_)) {
-            for w in 0..instances(&graph, id, workers) {
-                let next = slots.len();
-                slots.insert((id, w), next);
+        if let NodeKind::Source(spec) = &node.kind
+            && !matches!(spec.time, crate::connectors::TimeField::Processing)
+        {
+            let n = instances(&graph, id, workers);
+            let group = Arc::new(drift::Drift::new(n, graph.max_drift));
+            for w in 0..n {
+                slots.insert((id, w), (group.clone(), w));
             }
         }
     }
-    let drift = Arc::new(drift::Drift::new(slots.len(), graph.max_drift));
     let mut tasks = tokio::task::JoinSet::new();
     for (id, node) in graph.nodes.iter().enumerate() {
         for w in 0..instances(&graph, id, workers) {
@@ -180,7 +183,7 @@ pub async fn run(
                 metrics: metrics.clone(),
                 job_metrics: job_metrics.clone(),
                 cp: cp.clone(),
-                drift: slots.get(&(id, w)).map(|&slot| (drift.clone(), slot)),
+                drift: slots.get(&(id, w)).cloned(),
             };
             match &node.kind {
                 NodeKind::Source(_) => {

@@ -69,7 +69,10 @@ impl Outputs {
                 matches!(&graph.nodes[consumer].kind, NodeKind::Sink(s) if !s.wants_rows())
                     .then(|| JsonLines::new(&graph.nodes[id].schema_for(input.late)));
             let combiner = match (&graph.nodes[consumer].kind, &input.route) {
-                (NodeKind::Window(spec), Route::Key(_)) if targets.len() > 1 => {
+                // Late records must reach a window's late output whole.
+                (NodeKind::Window(spec), Route::Key(_))
+                    if targets.len() > 1 && !graph.has_late_consumer(consumer) =>
+                {
                     Combiner::for_window(spec)
                 }
                 _ => None,

@@ -32,6 +32,8 @@ pub struct Partials {
     pub keys: Vec<Value>,
     pub slices: Vec<(i64, i64)>,
     pub accs: Vec<Acc>,
+    /// Records folded into each row: what the window counts if the row comes too late.
+    pub records: Vec<u64>,
 }
 
 impl Partials {
@@ -182,6 +184,8 @@ impl Combiner {
         let aggs = &self.spec.aggs;
         let Ok((entry, inserted)) = pane.get_or_try_insert(key, |fresh| {
             init_accs(aggs, &mut fresh.accs);
+            // One more, after the aggregates': the records folded in (see `Partials::records`).
+            fresh.accs.push(Acc::Count(0));
             Ok::<_, ()>(())
         }) else {
             return false;
@@ -201,6 +205,9 @@ impl Combiner {
         for ((s, acc), v) in aggs.iter().zip(entry.accs.iter_mut()).zip(args) {
             // Cannot fail: checked above where it could.
             let _ = acc.update(v.clone(), ts, s.arg.is_none());
+        }
+        if let Some(Acc::Count(n)) = entry.accs.last_mut() {
+            *n += 1;
         }
         true
     }
@@ -258,10 +265,15 @@ impl Combiner {
             self.entries -= pane.len();
             folded += records;
             sent += pane.len() as u64;
-            for (key, e) in pane.drain() {
+            for (key, mut e) in pane.drain() {
                 let p = &mut out[owner(&key).min(targets - 1)];
                 p.keys.extend(key);
                 p.slices.push((start, end));
+                let folded = match e.accs.pop() {
+                    Some(Acc::Count(n)) => n.max(0) as u64,
+                    _ => 0,
+                };
+                p.records.push(folded);
                 p.accs.extend(e.accs);
             }
             if self.spare.len() < 2 {
@@ -367,7 +379,10 @@ mod tests {
         // Window [0, 10) fires at watermark 9; [10, 20) stays.
         let parts = c.before_watermark(8, by_key, 2);
         assert!(rows(&parts).is_empty(), "nothing fires at 8");
-        let got = rows(&c.before_watermark(9, by_key, 2));
+        let parts = c.before_watermark(9, by_key, 2);
+        let folded: u64 = parts.iter().flat_map(|p| p.records.iter()).sum();
+        assert_eq!(folded, 3, "records folded into the partials sent");
+        let got = rows(&parts);
         assert_eq!(
             got,
             vec![

@@ -478,21 +478,25 @@ impl WindowAgg {
     /// `combiner`): as if its records had arrived one by one.
     fn merge_partial(
         &mut self,
-        start: i64,
-        end: i64,
+        (start, end): (i64, i64),
         key: &[Value],
-        accs: &[Acc],
+        (accs, records): (&[Acc], u64),
         out: &mut Emit,
     ) -> Result<(), String> {
-        // Cannot happen (partials precede the watermark that would make them late), but a
-        // partial is never dropped unseen.
+        // Partials precede the watermark their sender sends next, but this window may be
+        // further on (after a restore, or once a sender comes back from idle): its records are
+        // then late, and counted as dropped as they would have been one by one. (A window with
+        // a late output gets no partials.)
         if self.spec.window.is_late(self.last_end(start), self.wm) {
-            return Err(format!(
-                "partial aggregate of key {key:?} for [{start}, {end}) arrived after its windows closed"
-            ));
+            out.dropped_late += records;
+            return Ok(());
         }
         let entry = self.entry(start, end, key)?;
-        merge_accs(&mut entry.accs, accs).map_err(|e| e.to_string())?;
+        // All accumulators or none: a sum overflowing after the count merged would leave the
+        // entry half-updated.
+        let mut merged = entry.accs.clone();
+        merge_accs(&mut merged, accs).map_err(|e| e.to_string())?;
+        entry.accs = merged;
         entry.dirty = true;
         if self.earliest_end(start) - 1 <= self.wm {
             self.refire(start, key, out)
@@ -636,7 +640,8 @@ impl Operator for WindowAgg {
         for (i, &(start, end)) in p.slices.iter().enumerate() {
             let key = super::combiner::partial_key(&p, i);
             let accs = super::combiner::partial_accs(&p, i, n);
-            if let Err(e) = self.merge_partial(start, end, key, accs, out) {
+            let records = p.records.get(i).copied().unwrap_or(0);
+            if let Err(e) = self.merge_partial((start, end), key, (accs, records), out) {
                 out.dead_raw(String::new(), format!("aggregate: {e}"));
             }
         }
@@ -732,5 +737,37 @@ mod tests {
             .sum();
         assert_eq!(out.dropped_late, 0, "rows dropped as late");
         assert_eq!(counted, 5);
+    }
+
+    /// A partial for windows this window already closed (its watermark ran ahead of the
+    /// sender's, after a restore or an idle spell) counts its records as dropped late, as they
+    /// would have been one by one; one in time merges as if its records had come.
+    #[test]
+    fn late_partials_count_their_records_as_dropped() {
+        let yaml = "sources:\n  - { name: c, generator: { keys: 10 } }\nsteps:\n  - { name: w, from: c, keyBy: event.user, window: { tumbling: 10ms }, aggregate: { n: count() } }\nsinks:\n  - { name: o, from: w, stdout: {} }\n";
+        let (_, graph) = crate::plan::compile(yaml).expect("plan");
+        let (spec, input, schema) = graph.first_window().expect("window node");
+        let mut op = WindowAgg::new(spec, input, false);
+        let mut out = Emit::new("w".into(), schema);
+        op.on_watermark(25, &mut out);
+        let partials = |start: i64, n: i64| super::super::combiner::Partials {
+            width: 1,
+            keys: vec![Value::from("u1")],
+            slices: vec![(start, start + 10)],
+            accs: vec![super::super::aggregate::Acc::Count(n)],
+            records: vec![n as u64],
+        };
+        op.on_partials(0, partials(0, 4), &mut out);
+        assert_eq!(out.dropped_late, 4);
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        op.on_partials(0, partials(30, 3), &mut out);
+        op.on_partials(0, partials(30, 2), &mut out);
+        op.on_watermark(i64::MAX, &mut out);
+        let counts: Vec<Value> = out
+            .take()
+            .iter()
+            .flat_map(|b| (0..b.len()).map(move |i| b.row(i)[3].clone()))
+            .collect();
+        assert_eq!(counts, vec![Value::Int(5)]);
     }
 }

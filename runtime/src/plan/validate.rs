@@ -82,16 +82,38 @@ pub fn validate(plan: &Pipeline) -> Result<Graph, PlanErrors> {
         .nodes
         .iter()
         .filter_map(|n| match &n.kind {
-            NodeKind::Source(s) => s.projection.clone().map(|m| (n.name.clone(), m)),
+            // A record of no fields would be no record at all (batches of width 0 hold no
+            // rows): a source nothing reads a field of keeps its fields.
+            NodeKind::Source(s) => s
+                .projection
+                .clone()
+                .filter(|m| m.iter().any(|k| *k))
+                .map(|m| (n.name.clone(), m)),
             _ => None,
         })
         .collect();
-    if narrow.is_empty() {
-        return Ok(full);
+    let mut graph = if narrow.is_empty() {
+        full
+    } else {
+        // Cannot fail where the full compile did not (the narrowed schemas keep every field
+        // read); should it, the full graph runs as well.
+        build(plan, &narrow).unwrap_or(full)
+    };
+    // A generator's mask names the fields it builds, in order: only a narrowed schema lists
+    // exactly those. Any other generator builds every field.
+    for n in &mut graph.nodes {
+        if let NodeKind::Source(s) = &mut n.kind
+            && !s.narrowed
+            && matches!(
+                s.connector,
+                crate::connectors::SourceConnector::Generator(_)
+                    | crate::connectors::SourceConnector::Nexmark(_)
+            )
+        {
+            s.projection = None;
+        }
     }
-    // Cannot fail where the full compile did not (the narrowed schemas keep every field read);
-    // should it, the full graph runs as well.
-    Ok(build(plan, &narrow).unwrap_or(full))
+    Ok(graph)
 }
 
 fn build(
