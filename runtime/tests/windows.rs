@@ -189,6 +189,19 @@ fn reference(recs: &[Rec], kind: Kind, lateness: i64, ooo: i64) -> (Vec<Row>, Ve
     (out, late)
 }
 
+/// The sum of field `n` over the JSON lines of `out`.
+fn sum_of_n(out: &std::path::Path) -> i64 {
+    std::fs::read_to_string(out)
+        .expect("out")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
+                .as_i64()
+                .expect("n")
+        })
+        .sum()
+}
+
 /// Compiles and runs a plan to completion with `p` workers.
 fn run_yaml(yaml: &str, p: usize) {
     let (_, graph) = eddy::plan::compile(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -438,15 +451,7 @@ sinks:
         o = out.display()
     );
     run_yaml(&yaml, 2);
-    let total: i64 = std::fs::read_to_string(&out)
-        .expect("out")
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
-                .as_i64()
-                .expect("n")
-        })
-        .sum();
+    let total = sum_of_n(&out);
     assert_eq!(total, 5000);
 }
 
@@ -648,15 +653,7 @@ fn a_source_no_step_reads_a_field_of_still_counts_every_record() {
     for p in [1, 2] {
         let _ = std::fs::remove_file(&out);
         run_yaml(&yaml, p);
-        let total: i64 = std::fs::read_to_string(&out)
-            .expect("out")
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
-                    .as_i64()
-                    .expect("n")
-            })
-            .sum();
+        let total = sum_of_n(&out);
         assert_eq!(total, recs.len() as i64, "P={p}");
     }
 }

@@ -557,6 +557,18 @@ mod tests {
         assert!(decode(&s, r#"{"n": 1} x"#).is_err());
     }
 
+    /// The `n` of every row emitted into `out` (-1 for a non-int).
+    fn taken_ns(out: &mut Emit) -> Vec<i64> {
+        out.take()
+            .iter()
+            .flat_map(Batch::rows)
+            .map(|(row, _)| match row[0] {
+                Value::Int(n) => n,
+                _ => -1,
+            })
+            .collect()
+    }
+
     /// What a file source reads from `bytes`, `max` records per poll and `chunk` bytes per
     /// read, resuming from `resume` if given: the `n` values, the dead letters' (record,
     /// reason) and the position after each poll.
@@ -590,15 +602,7 @@ mod tests {
                 break;
             }
         }
-        let ns = out
-            .take()
-            .iter()
-            .flat_map(Batch::rows)
-            .map(|(row, _)| match row[0] {
-                Value::Int(n) => n,
-                _ => -1,
-            })
-            .collect();
+        let ns = taken_ns(&mut out);
         let dead = out
             .dead
             .iter()
@@ -706,15 +710,7 @@ mod tests {
                 break;
             }
         }
-        let ns = out
-            .take()
-            .iter()
-            .flat_map(Batch::rows)
-            .map(|(row, _)| match row[0] {
-                Value::Int(n) => n,
-                _ => -1,
-            })
-            .collect();
+        let ns = taken_ns(&mut out);
         let dead = out.dead.iter().map(|d| d.reason.clone()).collect();
         (ns, dead, src.position())
     }
