@@ -27,6 +27,8 @@ struct Edge {
     targets: Vec<Sender<Envelope>>,
     /// Folds records into partial aggregates before a keyed hop to a window's instances.
     combiner: Option<Combiner>,
+    /// Keeps only each window's best rows of a batch before a keyed hop to a top step.
+    top: Option<Arc<crate::job::graph::TopSpec>>,
 }
 
 pub struct Outputs {
@@ -77,7 +79,12 @@ impl Outputs {
                 }
                 _ => None,
             };
+            let top = match (&graph.nodes[consumer].kind, &input.route) {
+                (NodeKind::Top(spec), Route::Key(_)) if targets.len() > 1 => Some(spec.clone()),
+                _ => None,
+            };
             edges.push(Edge {
+                top,
                 combiner,
                 encoder,
                 port: port as u8,
@@ -152,6 +159,12 @@ impl Outputs {
         emit: &mut Emit,
     ) -> Result<(), JobError> {
         let (port, from) = (self.edges[e].port, self.edges[e].from);
+        if let Some(spec) = &self.edges[e].top {
+            batch = crate::operators::top::best_rows(spec, batch);
+            if batch.is_empty() {
+                return Ok(());
+            }
+        }
         if let Some(c) = &mut self.edges[e].combiner {
             let raw = c.add(batch);
             if c.full() {

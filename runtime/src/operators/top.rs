@@ -82,6 +82,42 @@ impl Top {
     }
 }
 
+/// The rows of `batch` that can be among the best `n` of their window: the best `n` of each
+/// window within the batch (ties are broken by the whole row, a total order, so a row that `n`
+/// others beat here is beaten everywhere), and every row whose window bounds or sort keys do
+/// not evaluate (the top step dead-letters those). A sender keeps only these, so a window's
+/// results cross to the top step's worker `n` at a time instead of all of them (q5 ranks every
+/// auction's count per window to keep one).
+pub fn best_rows(spec: &Arc<TopSpec>, batch: Batch) -> Batch {
+    let mut top = Top::new(spec.clone(), batch.schema.clone());
+    let mut out = Batch::new(batch.schema.clone());
+    let mut sort = Vec::new();
+    'rows: for (row, time) in batch.rows() {
+        let (Some(start), Some(end)) = (
+            row.get(spec.start_field).and_then(int),
+            row.get(spec.end_field).and_then(int),
+        ) else {
+            out.push(row.iter().cloned(), time);
+            continue;
+        };
+        sort.clear();
+        for (e, _) in &spec.order {
+            match e.eval(&[row]) {
+                Ok(v) => sort.push(V::into_value(v)),
+                Err(_) => {
+                    out.push(row.iter().cloned(), time);
+                    continue 'rows;
+                }
+            }
+        }
+        top.offer((end, start), &mut sort, row, time);
+    }
+    for e in top.windows.into_values().flatten() {
+        out.push(e.row.into_vec(), e.time);
+    }
+    out
+}
+
 /// `orderBy` order, then the whole row.
 fn compare(
     order: &[(crate::expr::Compiled, bool)],
@@ -215,5 +251,60 @@ impl Operator for Top {
         }
         st.store.write(batch)?;
         Ok(Some(&st.store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_rows_keeps_each_windows_best_n_and_rows_it_cannot_rank() {
+        let yaml = "sources:\n  - { name: c, generator: { keys: 10 } }\nsteps:\n  - { name: w, from: c, keyBy: event.user, window: { tumbling: 10ms }, aggregate: { n: count() } }\n  - { name: t, from: w, top: { n: 2, orderBy: [\"event.n desc\"] } }\nsinks:\n  - { name: o, from: t, stdout: {} }\n";
+        let (_, graph) = crate::plan::compile(yaml).expect("plan");
+        let (spec, schema) = graph
+            .nodes
+            .iter()
+            .find_map(|n| match &n.kind {
+                crate::job::graph::NodeKind::Top(t) => {
+                    Some((t.clone(), graph.nodes[n.inputs[0].from].schema.clone()))
+                }
+                _ => None,
+            })
+            .expect("top node");
+        let mut batch = Batch::new(schema);
+        // (user, window_start, window_end, n): ties on n are broken by the whole row.
+        for (u, s, n) in [
+            ("a", 0, 5),
+            ("b", 0, 9),
+            ("c", 0, 5),
+            ("d", 0, 1),
+            ("e", 10, 3),
+        ] {
+            batch.push(
+                [
+                    Value::from(u),
+                    Value::Int(s),
+                    Value::Int(s + 10),
+                    Value::Int(n),
+                ],
+                s + 9,
+            );
+        }
+        batch.push(
+            [Value::from("x"), Value::Null, Value::Int(10), Value::Int(0)],
+            9,
+        );
+        let kept = best_rows(&spec, batch);
+        let mut users: Vec<String> = (0..kept.len())
+            .map(|i| match &kept.row(i)[0] {
+                Value::Str(s) => s.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        users.sort();
+        // Window 0: b (9), then a before c (equal counts, the whole row decides); window 10:
+        // e alone; x cannot be placed, so the top step must see it (and dead-letter it).
+        assert_eq!(users, ["a", "b", "e", "x"]);
     }
 }
