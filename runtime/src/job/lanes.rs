@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 
 pub(super) struct Lanes {
     handles: Vec<Handle>,
-    /// Dropping these lets each lane's thread shut its runtime down.
-    stops: Vec<oneshot::Sender<()>>,
+    /// Dropped with the lanes, which lets each lane's thread shut its runtime down.
+    _stops: Vec<oneshot::Sender<()>>,
 }
 
 impl Lanes {
@@ -43,17 +43,14 @@ impl Lanes {
                     rt.shutdown_background();
                 })?;
         }
-        Ok(Lanes { handles, stops })
+        Ok(Lanes {
+            handles,
+            _stops: stops,
+        })
     }
 
     /// The lane that runs worker `worker`'s tasks.
     pub(super) fn of(&self, worker: usize) -> &Handle {
         &self.handles[worker % self.handles.len()]
-    }
-}
-
-impl Drop for Lanes {
-    fn drop(&mut self) {
-        self.stops.clear();
     }
 }

@@ -15,10 +15,11 @@
 //! watermark may already have fired (late data, refires), and those whose key or arguments
 //! fail to evaluate (dead-lettered downstream, with the record).
 
-use super::aggregate::{Acc, Accs, AggKind, eval_args, init_accs};
+use super::aggregate::{Acc, AggKind, eval_args, init_accs};
 use super::slice_map::SliceMap;
 use super::window::WindowKind;
-use crate::expr::{Compiled, V};
+use super::window_agg::{FixedKey, earliest_end};
+use crate::expr::V;
 use crate::job::graph::WindowAggSpec;
 use crate::record::{Batch, Value};
 use std::collections::BTreeMap;
@@ -63,8 +64,8 @@ pub struct Combiner {
     slice: i64,
     /// The last watermark sent on the edge (`IDLE` included).
     sent: i64,
-    /// Slices by `(end, start)`, with the number of records folded into each.
-    panes: BTreeMap<(i64, i64), (SliceMap, u64)>,
+    /// Slices by `(end, start)`.
+    panes: BTreeMap<(i64, i64), SliceMap>,
     /// Records still to pass on unfolded (see [`BYPASS`]).
     bypass: u64,
     entries: usize,
@@ -122,24 +123,12 @@ impl Combiner {
         let mut raw = Batch::new(batch.schema.clone());
         let spec = self.spec.clone();
         let mut args: Vec<V<'_>> = Vec::with_capacity(spec.aggs.len());
-        let plain_key = match spec.key.as_slice() {
-            [k] => k.field.filter(|&(v, _)| v == 0).map(|(_, f)| f),
-            _ => None,
-        };
-        let const_key: Option<Vec<Value>> = match batch.rows().next() {
-            Some((first, _)) if spec.key.iter().all(Compiled::is_constant) => spec
-                .key
-                .iter()
-                .map(|k| k.eval_value(&[first]).ok())
-                .collect(),
-            _ => None,
-        };
+        let fixed_key = FixedKey::of(&spec, &batch);
         let mut key_buf = std::mem::take(&mut self.key_buf);
         for (row, ts) in batch.rows() {
-            let key: &[Value] = match (&const_key, plain_key.and_then(|f| row.get(f))) {
-                (Some(k), _) => k,
-                (None, Some(v)) => std::slice::from_ref(v),
-                (None, None) => {
+            let key: &[Value] = match fixed_key.get(row) {
+                Some(k) => k,
+                None => {
                     key_buf.clear();
                     let evaluated: Result<(), ()> = spec.key.iter().try_for_each(|k| {
                         key_buf.push(k.eval_value(&[row]).map_err(|_| ())?);
@@ -168,19 +157,17 @@ impl Combiner {
         if !(start <= ts && ts < end) {
             start = ts - ts.rem_euclid(self.slice);
             end = start.saturating_add(self.slice);
-            let lowest = ts - self.size + 1;
-            let first_start = lowest + (self.slide - lowest.rem_euclid(self.slide)) % self.slide;
-            first_end = first_start.saturating_add(self.size);
+            first_end = earliest_end(ts, self.size, self.slide);
             self.cur = (start, end, first_end);
         }
         if first_end - 1 <= self.sent {
             return false;
         }
         let spare = &mut self.spare;
-        let (pane, records) = self
+        let pane = self
             .panes
             .entry((end, start))
-            .or_insert_with(|| (spare.pop().unwrap_or_default(), 0));
+            .or_insert_with(|| spare.pop().unwrap_or_default());
         let aggs = &self.spec.aggs;
         let Ok((entry, inserted)) = pane.get_or_try_insert(key, |fresh| {
             init_accs(aggs, &mut fresh.accs);
@@ -201,7 +188,6 @@ impl Combiner {
         if inserted {
             self.entries += 1;
         }
-        *records += 1;
         for ((s, acc), v) in aggs.iter().zip(entry.accs.iter_mut()).zip(args) {
             // Cannot fail: checked above where it could.
             let _ = acc.update(v.clone(), ts, s.arg.is_none());
@@ -261,19 +247,19 @@ impl Combiner {
             if end > upto {
                 break;
             }
-            let (mut pane, records) = entry.remove();
+            let mut pane = entry.remove();
             self.entries -= pane.len();
-            folded += records;
             sent += pane.len() as u64;
             for (key, mut e) in pane.drain() {
                 let p = &mut out[owner(&key).min(targets - 1)];
                 p.keys.extend(key);
                 p.slices.push((start, end));
-                let folded = match e.accs.pop() {
+                let records = match e.accs.pop() {
                     Some(Acc::Count(n)) => n.max(0) as u64,
                     _ => 0,
                 };
-                p.records.push(folded);
+                folded += records;
+                p.records.push(records);
                 p.accs.extend(e.accs);
             }
             if self.spare.len() < 2 {
@@ -296,16 +282,6 @@ pub fn partial_accs(p: &Partials, i: usize, n: usize) -> &[Acc] {
 /// Key of a partial row.
 pub fn partial_key(p: &Partials, i: usize) -> &[Value] {
     &p.keys[i * p.width..(i + 1) * p.width]
-}
-
-/// Fresh accumulators merged with a partial's, for a key the window does not hold yet.
-pub fn merged(specs: &[super::aggregate::AggSpec], from: &[Acc]) -> Result<Accs, String> {
-    let mut accs = Accs::new();
-    init_accs(specs, &mut accs);
-    for (a, b) in accs.iter_mut().zip(from) {
-        a.merge(b).map_err(|e| e.to_string())?;
-    }
-    Ok(accs)
 }
 
 #[cfg(test)]

@@ -517,11 +517,54 @@ impl WindowAgg {
 
     /// The end of the earliest window holding `ts`.
     fn earliest_end(&self, ts: i64) -> i64 {
-        // Window starts are multiples of the slide; the earliest holding `ts` is the first
-        // start above `ts - size`.
-        let lowest = ts - self.size + 1;
-        let start = lowest + (self.slide - lowest.rem_euclid(self.slide)) % self.slide;
-        start.saturating_add(self.size)
+        earliest_end(ts, self.size, self.slide)
+    }
+}
+
+/// The end of the earliest window of `size` and `slide` holding `ts`.
+pub(super) fn earliest_end(ts: i64, size: i64, slide: i64) -> i64 {
+    // Window starts are multiples of the slide; the earliest holding `ts` is the first start
+    // above `ts - size`.
+    let lowest = ts - size + 1;
+    let start = lowest + (slide - lowest.rem_euclid(slide)) % slide;
+    start.saturating_add(size)
+}
+
+/// A batch's key when it needs no evaluation per row: one field of the row, looked up in
+/// place (cloning it into a buffer and dropping it again cost as much as the lookup when the
+/// key exists), or a key that reads no field (`keyBy: {all: ...}`), evaluated once per batch
+/// (it was a tenth of q7). On an error the caller evaluates, and dead-letters, row by row.
+#[derive(Default)]
+pub(super) struct FixedKey {
+    field: Option<usize>,
+    constant: Option<Vec<Value>>,
+}
+
+impl FixedKey {
+    pub(super) fn of(spec: &WindowAggSpec, batch: &Batch) -> FixedKey {
+        let field = match spec.key.as_slice() {
+            [k] => k.field.filter(|&(v, _)| v == 0).map(|(_, f)| f),
+            _ => None,
+        };
+        let constant = match batch.rows().next() {
+            Some((first, _)) if spec.key.iter().all(Compiled::is_constant) => spec
+                .key
+                .iter()
+                .map(|k| k.eval_value(&[first]).ok())
+                .collect(),
+            _ => None,
+        };
+        FixedKey { field, constant }
+    }
+
+    /// `row`'s key, unless it must be evaluated.
+    #[inline]
+    pub(super) fn get<'a>(&'a self, row: &'a [Value]) -> Option<&'a [Value]> {
+        match (&self.constant, self.field.and_then(|f| row.get(f))) {
+            (Some(k), _) => Some(k),
+            (None, Some(v)) => Some(std::slice::from_ref(v)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -571,22 +614,10 @@ impl Operator for WindowAgg {
         };
         let mut args = Vec::with_capacity(spec.aggs.len());
         let session = matches!(spec.window.kind, WindowKind::Session { .. });
-        // A key that is one field of the row is looked up in place: cloning it into
-        // `key_buf` and dropping it again cost as much as the lookup when the key exists.
-        let plain_key = match spec.key.as_slice() {
-            [k] if !session => k.field.filter(|&(v, _)| v == 0).map(|(_, f)| f),
-            _ => None,
-        };
-        // A key that reads no field (`keyBy: {all: ...}`) is the same for every row: evaluated
-        // once per batch (it was a tenth of q7). On an error each row is tried, and
-        // dead-lettered, below.
-        let const_key: Option<Vec<Value>> = match batch.rows().next() {
-            Some((first, _)) if !session && spec.key.iter().all(Compiled::is_constant) => spec
-                .key
-                .iter()
-                .map(|k| k.eval_value(&[first]).ok())
-                .collect(),
-            _ => None,
+        let fixed_key = if session {
+            FixedKey::default()
+        } else {
+            FixedKey::of(&spec, &batch)
         };
         'rows: for (row, time) in batch.rows() {
             let ts = if spec.window.processing_time {
@@ -594,12 +625,7 @@ impl Operator for WindowAgg {
             } else {
                 time
             };
-            let fixed = match (&const_key, plain_key.and_then(|f| row.get(f))) {
-                (Some(k), _) => Some(&k[..]),
-                (None, Some(v)) => Some(std::slice::from_ref(v)),
-                (None, None) => None,
-            };
-            if let Some(key) = fixed {
+            if let Some(key) = fixed_key.get(row) {
                 if let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
                     out.dead_row(&self.input, row, format!("aggregate: {e}"));
                     continue;
