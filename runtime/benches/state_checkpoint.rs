@@ -158,13 +158,8 @@ async fn restore(
     let olds: Vec<&InstanceState> = manifests.iter().flat_map(|m| &m.instances).collect();
     let range = key_group_range(w, p, MAX_PARALLELISM);
     let base = dir.join(format!("p{p}-w{w}"));
-    let (dirs, _) = download_overlapping(storage, &rel, &olds, range, &base).await?;
-    let mut downloaded = 0;
-    for d in &dirs {
-        for f in std::fs::read_dir(d)? {
-            downloaded += f?.metadata()?.len();
-        }
-    }
+    let got = download_overlapping(storage, &rel, &olds, range, &base).await?;
+    let (dirs, downloaded) = (got.dirs, got.bytes);
     let path = dir.join(format!("p{p}-w{w}-db"));
     let store = tokio::task::spawn_blocking(move || {
         StateStore::restore(&path, range, &dirs, &StateOptions::default())

@@ -46,6 +46,7 @@ fn a_large_state_file_goes_up_in_parts_and_comes_back_whole() {
             path: src.clone(),
             size: data.len() as u64,
             key_groups: Some((0, 127)),
+            sst: None,
         }];
         let (refs, uploaded) = storage
             .upload_instance("0-win-w0", &files, "checkpoints/chk-0000000001", "run")

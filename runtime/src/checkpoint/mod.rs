@@ -59,6 +59,13 @@ pub struct FileRef {
     /// Key groups covered by an SST's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_groups: Option<(u32, u32)>,
+    /// An SST's level and sequence-number range in its database: a restoring instance needs
+    /// them to ingest only the SSTs it overlaps (absent in checkpoints before 2026-11-25, which
+    /// restore by downloading every file of an overlapping instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seqnos: Option<(u64, u64)>,
 }
 
 /// One stateful operator instance's database in a checkpoint.

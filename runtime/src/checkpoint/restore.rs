@@ -1,12 +1,13 @@
 //! Choosing and preparing the checkpoint a run starts from: the latest complete one (crash
-//! recovery) or one the user named; each new instance downloads only the old instances whose
-//! key groups overlap its own.
+//! recovery) or one the user named; each new instance downloads only the files of old
+//! instances whose key groups overlap its own.
 
 use super::storage::CheckpointStorage;
-use super::{CheckpointError, InstanceState, WorkerManifest, check_compatible};
+use super::{CheckpointError, FileRef, InstanceState, WorkerManifest, check_compatible};
 use crate::exchange::key_group_range;
 use crate::job::Restore;
 use crate::job::graph::Graph;
+use crate::state::{SstFile, StateOptions, StateStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -42,55 +43,158 @@ pub async fn prepare(
                 key_group_range(w, parallelism, m)
             };
             let base = state_dir.join("restore").join(format!("{id}-w{w}"));
-            let (dirs, overlapping) =
-                download_overlapping(storage, dir_rel, &olds, range, &base).await?;
-            if adopt && let [only] = overlapping.as_slice() {
+            let got = download_overlapping(storage, dir_rel, &olds, range, &base).await?;
+            // Adopted files are matched by name: only a whole checkpoint keeps the names.
+            if adopt && let ([only], [true]) = (got.from.as_slice(), got.whole.as_slice()) {
                 storage.adopt(&format!("{id}-{}-w{w}", node.name), &only.files);
             }
-            let wm = overlapping
+            let wm = got
+                .from
                 .iter()
                 .map(|o| o.watermark)
                 .min()
                 .unwrap_or(i64::MIN);
-            instances.insert((id, w), (dirs, wm));
+            instances.insert((id, w), (got.dirs, wm));
         }
     }
     Ok(Restore { meta, instances })
 }
 
-/// Downloads, for a new instance owning key groups `range`, the database of every old instance
-/// whose key groups overlap it, each into `<base>-from-w<old worker>`. Returns the directories
-/// (for `StateStore::restore`) and the old instances they came from.
+/// What a new instance downloaded from the old instances overlapping its key groups.
+pub struct Downloaded<'a> {
+    /// One database directory per old instance (for `StateStore::restore`).
+    pub dirs: Vec<PathBuf>,
+    /// The old instances they came from.
+    pub from: Vec<&'a InstanceState>,
+    /// Whether each directory is the old instance's whole checkpoint, its files under their
+    /// own names (so they may be adopted as already stored), rather than a database built from
+    /// some of its SSTs.
+    pub whole: Vec<bool>,
+    /// Bytes downloaded.
+    pub bytes: u64,
+}
+
+/// Downloads, for a new instance owning key groups `range`, what it needs of every old
+/// instance whose key groups overlap it, each into `<base>-from-w<old worker>`: only the SSTs
+/// overlapping `range` when that leaves some out (ingested into a database of their own, as
+/// DESIGN.md section 5 asks), else the old instance's whole checkpoint.
 pub async fn download_overlapping<'a>(
     storage: &CheckpointStorage,
     dir_rel: &str,
     olds: &[&'a InstanceState],
     range: (u32, u32),
     base: &Path,
-) -> Result<(Vec<PathBuf>, Vec<&'a InstanceState>), CheckpointError> {
+) -> Result<Downloaded<'a>, CheckpointError> {
     let (lo, hi) = range;
-    let overlapping: Vec<&InstanceState> = olds
+    let from: Vec<&InstanceState> = olds
         .iter()
         .copied()
         .filter(|o| o.key_groups.0 <= hi && lo <= o.key_groups.1)
         .collect();
-    let mut dirs = Vec::with_capacity(overlapping.len());
-    for o in &overlapping {
+    let mut out = Downloaded {
+        dirs: Vec::with_capacity(from.len()),
+        whole: Vec::with_capacity(from.len()),
+        from: Vec::new(),
+        bytes: 0,
+    };
+    for o in &from {
         let mut name = base.file_name().unwrap_or_default().to_os_string();
         name.push(format!("-from-w{}", o.worker));
         let dest = base.with_file_name(name);
-        if dest.exists() {
-            // Left by an earlier attempt; a download must not mix in its files.
-            tokio::fs::remove_dir_all(&dest)
-                .await
-                .map_err(|source| CheckpointError::Io {
-                    path: dest.display().to_string(),
-                    source,
-                })?;
+        remove_leftover(&dest).await?;
+        if let Some(ssts) = overlapping_ssts(o, range) {
+            match from_ssts(storage, dir_rel, &ssts, &dest).await {
+                Ok(bytes) => {
+                    out.bytes += bytes;
+                    out.dirs.push(dest);
+                    out.whole.push(false);
+                    continue;
+                }
+                // The whole download below still restores this instance; only its saving
+                // is lost.
+                Err(e) => {
+                    tracing::warn!(operator = %o.operator, worker = o.worker, error = %e, "could not build the state from the overlapping files alone; downloading the whole instance");
+                    remove_leftover(&dest).await?;
+                }
+            }
         }
-        dirs.push(storage.download(dir_rel, &o.files, &dest).await?);
+        out.dirs
+            .push(storage.download(dir_rel, &o.files, &dest).await?);
+        out.bytes += o.files.iter().map(|f| f.size).sum::<u64>();
+        out.whole.push(true);
     }
-    Ok((dirs, overlapping))
+    out.from = from;
+    Ok(out)
+}
+
+/// The SSTs of `old` that overlap `range`, when they are fewer than all of them and each has
+/// the level and sequence numbers ingestion needs; `None` otherwise (take the whole instance).
+fn overlapping_ssts(old: &InstanceState, (lo, hi): (u32, u32)) -> Option<Vec<&FileRef>> {
+    let ssts: Vec<&FileRef> = old
+        .files
+        .iter()
+        .filter(|f| f.name.ends_with(".sst"))
+        .collect();
+    if ssts.iter().any(|f| f.level.is_none() || f.seqnos.is_none()) {
+        return None;
+    }
+    let wanted: Vec<&FileRef> = ssts
+        .iter()
+        .copied()
+        // A file without a recorded range may hold any key group.
+        .filter(|f| f.key_groups.is_none_or(|(a, b)| a <= hi && lo <= b))
+        .collect();
+    (wanted.len() < ssts.len()).then_some(wanted)
+}
+
+/// Downloads `ssts` next to `dest` and ingests them into a new database at `dest`; returns the
+/// bytes downloaded.
+async fn from_ssts(
+    storage: &CheckpointStorage,
+    dir_rel: &str,
+    ssts: &[&FileRef],
+    dest: &Path,
+) -> Result<u64, CheckpointError> {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push("-ssts");
+    let staging = dest.with_file_name(name);
+    remove_leftover(&staging).await?;
+    let refs: Vec<FileRef> = ssts.iter().map(|f| (*f).clone()).collect();
+    storage.download(dir_rel, &refs, &staging).await?;
+    let files: Vec<SstFile> = ssts
+        .iter()
+        .filter_map(|f| {
+            Some(SstFile {
+                path: staging.join(&f.name),
+                level: f.level?,
+                seqnos: f.seqnos?,
+            })
+        })
+        .collect();
+    let (db, opts) = (dest.to_path_buf(), StateOptions::default());
+    let ingested = tokio::task::spawn_blocking(move || StateStore::from_ssts(&db, files, &opts))
+        .await
+        .map_err(|e| CheckpointError::Invalid {
+            path: dest.display().to_string(),
+            msg: format!("ingestion stopped: {e}"),
+        });
+    // Ingestion moved the files it took; whatever is left goes, success or not.
+    remove_leftover(&staging).await?;
+    ingested??;
+    Ok(ssts.iter().map(|f| f.size).sum())
+}
+
+/// Removes a directory an earlier attempt left: a download must not mix in its files.
+async fn remove_leftover(dir: &Path) -> Result<(), CheckpointError> {
+    if tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        tokio::fs::remove_dir_all(dir)
+            .await
+            .map_err(|source| CheckpointError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// The newest complete, intact checkpoint that restores, skipping (with a warning) any that
@@ -114,4 +218,136 @@ pub async fn latest(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::kg_prefix;
+    use rocksdb::WriteBatch;
+    use std::collections::BTreeMap;
+
+    fn key(kg: u32, i: u32) -> Vec<u8> {
+        let mut k = kg_prefix(kg).to_vec();
+        k.extend_from_slice(format!("k{i:03}").as_bytes());
+        k
+    }
+
+    /// Writes (or deletes, for `None`) entries and flushes them into an SST of their own.
+    fn round(
+        store: &StateStore,
+        model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        entries: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        scratch: &Path,
+    ) {
+        let mut b = WriteBatch::default();
+        for (k, v) in entries {
+            match v {
+                Some(v) => {
+                    b.put(&k, &v);
+                    model.insert(k, v);
+                }
+                None => {
+                    b.delete(&k);
+                    model.remove(&k);
+                }
+            }
+        }
+        store.write(b).expect("write");
+        store.checkpoint(scratch).expect("flush");
+    }
+
+    #[tokio::test]
+    async fn a_rescaled_instance_downloads_and_ingests_only_its_overlapping_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StateOptions::default();
+        let store = StateStore::create(&dir.path().join("old"), (0, 127), &opts).expect("create");
+        let scratch = dir.path().join("scratch");
+        let mut model = BTreeMap::new();
+        // Four rounds over every key group: the fourth L0 file triggers a compaction that
+        // moves them all down a level.
+        for r in 0..4u32 {
+            let all = (0..128).flat_map(|kg| (0..20).map(move |i| (kg, i)));
+            let entries = all.map(|(kg, i)| (key(kg, i), Some(format!("r{r}-{kg}-{i}").into())));
+            round(&store, &mut model, entries, &scratch);
+        }
+        store.settle().expect("settle");
+        // Then newer versions and deletions in two L0 files, one per half of the key groups.
+        for (r, half) in [(4u32, 0..64u32), (5, 64..128)] {
+            let entries = half
+                .flat_map(|kg| (0..20).map(move |i| (kg, i)))
+                .filter_map(move |(kg, i)| match i % 4 {
+                    0 => Some((key(kg, i), None)),
+                    1 => Some((key(kg, i), Some(format!("r{r}-{kg}-{i}").into()))),
+                    _ => None,
+                });
+            round(&store, &mut model, entries, &scratch);
+        }
+        let files = store
+            .checkpoint(&dir.path().join("cp"))
+            .expect("checkpoint");
+        let levels: Vec<i32> = files.iter().filter_map(|f| f.sst.map(|s| s.0)).collect();
+        assert!(
+            levels.iter().filter(|&&l| l == 0).count() >= 2 && levels.iter().any(|&l| l > 0),
+            "the checkpoint should span levels: {levels:?}"
+        );
+
+        let storage = CheckpointStorage::local(
+            dir.path().join("store").to_str().expect("utf8"),
+            "ns",
+            "job",
+        )
+        .expect("storage");
+        let rel = super::super::storage::chk_dir(1);
+        let (refs, _) = storage
+            .upload_instance("0-w-w0", &files, &rel, "run")
+            .await
+            .expect("upload");
+        let total: u64 = refs.iter().map(|f| f.size).sum();
+        let old = InstanceState {
+            operator: "w".into(),
+            worker: 0,
+            key_groups: (0, 127),
+            watermark: 0,
+            files: refs,
+        };
+        for (range, whole) in [((64, 127), false), ((0, 63), false), ((0, 127), true)] {
+            let base = dir.path().join(format!("new-{}", range.0));
+            let got = download_overlapping(&storage, &rel, &[&old], range, &base)
+                .await
+                .expect("download");
+            assert_eq!(got.whole, [whole], "range {range:?}");
+            assert_eq!(
+                got.bytes < total,
+                !whole,
+                "range {range:?}: {} of {total}",
+                got.bytes
+            );
+            let restored = StateStore::restore(&base.with_extension("db"), range, &got.dirs, &opts)
+                .expect("restore");
+            let have: BTreeMap<Vec<u8>, Vec<u8>> = restored
+                .scan(&[])
+                .map(|e| e.map(|(k, v)| (k.into_vec(), v.into_vec())))
+                .collect::<Result<_, _>>()
+                .expect("scan");
+            let want: BTreeMap<Vec<u8>, Vec<u8>> = model
+                .iter()
+                .filter(|(k, _)| {
+                    crate::state::kg_of_key(k).is_some_and(|kg| kg >= range.0 && kg <= range.1)
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(have.len(), want.len(), "range {range:?}");
+            assert!(have == want, "range {range:?}: restored state differs");
+            // Point reads too: a scan merges levels by sequence number, a read stops at the
+            // first level holding the key, so only reads show files ingested out of order.
+            for kg in range.0..=range.1 {
+                for i in 0..20 {
+                    let k = key(kg, i);
+                    let got = restored.get(&k).expect("get");
+                    assert_eq!(got.as_ref(), want.get(&k), "key group {kg} entry {i}");
+                }
+            }
+        }
+    }
 }

@@ -276,6 +276,8 @@ impl CheckpointStorage {
                 size,
                 checksum,
                 key_groups: f.key_groups,
+                level: f.sst.map(|s| s.0),
+                seqnos: f.sst.map(|s| s.1),
             });
         }
         Ok((refs, uploaded))

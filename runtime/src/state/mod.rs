@@ -10,6 +10,9 @@
 //! checkpoints; a checkpoint is a RocksDB checkpoint (hard links) of the flushed database.
 
 pub mod codec;
+mod ffi;
+
+pub use ffi::SstMeta;
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch};
 use std::path::{Path, PathBuf};
@@ -57,6 +60,17 @@ pub struct LocalFile {
     pub size: u64,
     /// First and last key group of an SST file (`None` for MANIFEST, OPTIONS, CURRENT).
     pub key_groups: Option<(u32, u32)>,
+    /// An SST's level and sequence numbers: what ingesting it elsewhere needs
+    /// ([`StateStore::from_ssts`]).
+    pub sst: Option<(i32, (u64, u64))>,
+}
+
+/// An SST to ingest into a new database ([`StateStore::from_ssts`]).
+#[derive(Debug, Clone)]
+pub struct SstFile {
+    pub path: PathBuf,
+    pub level: i32,
+    pub seqnos: (u64, u64),
 }
 
 /// A stored key and value.
@@ -230,7 +244,7 @@ impl StateStore {
     }
 
     /// Takes a checkpoint of the store into `dest` (hard links where possible) and lists its
-    /// files with the key groups each SST covers.
+    /// files with the key groups, level and sequence numbers of each SST.
     pub fn checkpoint(&self, dest: &Path) -> Result<Vec<LocalFile>, StateError> {
         if dest.exists() {
             std::fs::remove_dir_all(dest).map_err(io_err(dest))?;
@@ -241,29 +255,66 @@ impl StateStore {
         self.db.flush_wal(true).map_err(db_err(&self.path))?;
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(db_err(&self.path))?;
         cp.create_checkpoint(dest).map_err(db_err(dest))?;
-        let live = self.db.live_files().map_err(db_err(&self.path))?;
+        // Listed before the copy is opened below (which adds its own LOG file).
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dest).map_err(io_err(dest))? {
             let entry = entry.map_err(io_err(dest))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let size = entry.metadata().map_err(io_err(dest))?.len();
-            let key_groups = live
-                .iter()
-                .find(|f| f.name.trim_start_matches('/') == name)
-                .map(|f| {
-                    let lo = f.start_key.as_deref().and_then(kg_of_key).unwrap_or(0);
-                    let hi = f.end_key.as_deref().and_then(kg_of_key).unwrap_or(u32::MAX);
-                    (lo, hi)
-                });
             files.push(LocalFile {
                 name,
                 path: entry.path(),
                 size,
-                key_groups,
+                key_groups: None,
+                sst: None,
             });
+        }
+        // The SSTs' ranges and levels are read from the copy, not the live database: a
+        // compaction finishing after the copy would have moved or replaced some of them.
+        let mut o = Options::default();
+        o.set_max_open_files(16);
+        let copy = DB::open_for_read_only(&o, dest, false).map_err(db_err(dest))?;
+        let live = copy.live_files().map_err(db_err(dest))?;
+        let meta = ffi::sst_meta(&copy);
+        for f in &mut files {
+            if let Some(l) = live
+                .iter()
+                .find(|l| l.name.trim_start_matches('/') == f.name)
+            {
+                let lo = l.start_key.as_deref().and_then(kg_of_key).unwrap_or(0);
+                let hi = l.end_key.as_deref().and_then(kg_of_key).unwrap_or(u32::MAX);
+                f.key_groups = Some((lo, hi));
+            }
+            f.sst = meta
+                .iter()
+                .find(|m| m.name == f.name)
+                .map(|m| (m.level, m.seqnos));
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(files)
+    }
+
+    /// Builds a database at `path` from SSTs of one old instance's checkpoint (a subset: the
+    /// ones a new instance's key groups overlap), moving them in with their sequence numbers.
+    /// The result is a directory [`StateStore::restore`] takes like a downloaded checkpoint.
+    pub fn from_ssts(
+        path: &Path,
+        mut ssts: Vec<SstFile>,
+        opts: &StateOptions,
+    ) -> Result<(), StateError> {
+        let store = StateStore::create(path, (0, u32::MAX), opts)?;
+        // Oldest first wherever files overlap, as ingestion requires: deeper levels hold
+        // older versions of a key than shallower ones, and L0 files age with their sequence
+        // numbers (their ranges never interleave: each is a flush or a merge of neighbours).
+        ssts.sort_by_key(|f| (std::cmp::Reverse(f.level), f.seqnos.1, f.seqnos.0));
+        let paths: Vec<&Path> = ssts.iter().map(|f| f.path.as_path()).collect();
+        ffi::ingest_db_generated(&store.db, &paths).map_err(|msg| {
+            StateError::Corrupt(format!(
+                "ingesting {} checkpointed SST files into {}: {msg}",
+                paths.len(),
+                path.display()
+            ))
+        })
     }
 
     pub fn path(&self) -> &Path {

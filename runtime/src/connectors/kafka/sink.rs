@@ -434,6 +434,7 @@ impl ExactlyOnce {
                 path: to,
                 size,
                 key_groups: Some((0, self.max_parallelism.saturating_sub(1))),
+                sst: None,
             });
         }
         Ok((
