@@ -59,13 +59,13 @@ pub struct FileRef {
     /// Key groups covered by an SST's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_groups: Option<(u32, u32)>,
-    /// An SST's level and sequence-number range in its database: a restoring instance needs
-    /// them to ingest only the SSTs it overlaps (absent in checkpoints before 2026-11-25, which
+    /// An SST's level in its database, and its rank in the order in which a restoring
+    /// instance ingests the SSTs it overlaps (absent in checkpoints before 2026-11-25, which
     /// restore by downloading every file of an overlapping instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seqnos: Option<(u64, u64)>,
+    pub rank: Option<u32>,
 }
 
 /// One stateful operator instance's database in a checkpoint.
@@ -156,8 +156,10 @@ pub fn shapes(graph: &crate::job::graph::Graph) -> Vec<OperatorShape> {
                                 .collect::<Vec<_>>()
                         })
                     };
+                    // `state=rows`: rows stored one by one (since 2026-11-25, session 8);
+                    // before, one entry per key held all its rows.
                     format!(
-                        "join left={} right={} window={:?} rows={:?}/{:?}",
+                        "join left={} right={} window={:?} rows={:?}/{:?} state=rows",
                         j.left_key.text,
                         j.right_key.text,
                         j.window,

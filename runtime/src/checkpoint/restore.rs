@@ -7,7 +7,7 @@ use super::{CheckpointError, FileRef, InstanceState, WorkerManifest, check_compa
 use crate::exchange::key_group_range;
 use crate::job::Restore;
 use crate::job::graph::Graph;
-use crate::state::{SstFile, StateOptions, StateStore};
+use crate::state::{StateOptions, StateStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -44,9 +44,9 @@ pub async fn prepare(
             };
             let base = state_dir.join("restore").join(format!("{id}-w{w}"));
             let got = download_overlapping(storage, dir_rel, &olds, range, &base).await?;
-            // Adopted files are matched by name: only a whole checkpoint keeps the names.
-            if adopt && let ([only], [true]) = (got.from.as_slice(), got.whole.as_slice()) {
-                storage.adopt(&format!("{id}-{}-w{w}", node.name), &only.files);
+            // A database made of several old ones is a copy: nothing in it is stored yet.
+            if adopt && let [only] = got.stored.as_slice() {
+                storage.adopt(&format!("{id}-{}-w{w}", node.name), only);
             }
             let wm = got
                 .from
@@ -66,10 +66,9 @@ pub struct Downloaded<'a> {
     pub dirs: Vec<PathBuf>,
     /// The old instances they came from.
     pub from: Vec<&'a InstanceState>,
-    /// Whether each directory is the old instance's whole checkpoint, its files under their
-    /// own names (so they may be adopted as already stored), rather than a database built from
-    /// some of its SSTs.
-    pub whole: Vec<bool>,
+    /// For each directory, its files that are stored already, under their names there: a
+    /// checkpoint of the new instance references them instead of uploading them again.
+    pub stored: Vec<Vec<FileRef>>,
     /// Bytes downloaded.
     pub bytes: u64,
 }
@@ -93,7 +92,7 @@ pub async fn download_overlapping<'a>(
         .collect();
     let mut out = Downloaded {
         dirs: Vec::with_capacity(from.len()),
-        whole: Vec::with_capacity(from.len()),
+        stored: Vec::with_capacity(from.len()),
         from: Vec::new(),
         bytes: 0,
     };
@@ -104,10 +103,10 @@ pub async fn download_overlapping<'a>(
         remove_leftover(&dest).await?;
         if let Some(ssts) = overlapping_ssts(o, range) {
             match from_ssts(storage, dir_rel, &ssts, &dest).await {
-                Ok(bytes) => {
+                Ok((bytes, stored)) => {
                     out.bytes += bytes;
                     out.dirs.push(dest);
-                    out.whole.push(false);
+                    out.stored.push(stored);
                     continue;
                 }
                 // The whole download below still restores this instance; only its saving
@@ -121,21 +120,21 @@ pub async fn download_overlapping<'a>(
         out.dirs
             .push(storage.download(dir_rel, &o.files, &dest).await?);
         out.bytes += o.files.iter().map(|f| f.size).sum::<u64>();
-        out.whole.push(true);
+        out.stored.push(o.files.clone());
     }
     out.from = from;
     Ok(out)
 }
 
 /// The SSTs of `old` that overlap `range`, when they are fewer than all of them and each has
-/// the level and sequence numbers ingestion needs; `None` otherwise (take the whole instance).
+/// the rank ingestion needs; `None` otherwise (take the whole instance).
 fn overlapping_ssts(old: &InstanceState, (lo, hi): (u32, u32)) -> Option<Vec<&FileRef>> {
     let ssts: Vec<&FileRef> = old
         .files
         .iter()
         .filter(|f| f.name.ends_with(".sst"))
         .collect();
-    if ssts.iter().any(|f| f.level.is_none() || f.seqnos.is_none()) {
+    if ssts.iter().any(|f| f.rank.is_none()) {
         return None;
     }
     let wanted: Vec<&FileRef> = ssts
@@ -148,40 +147,49 @@ fn overlapping_ssts(old: &InstanceState, (lo, hi): (u32, u32)) -> Option<Vec<&Fi
 }
 
 /// Downloads `ssts` next to `dest` and ingests them into a new database at `dest`; returns the
-/// bytes downloaded.
+/// bytes downloaded and the files as they are named in the new database.
 async fn from_ssts(
     storage: &CheckpointStorage,
     dir_rel: &str,
     ssts: &[&FileRef],
     dest: &Path,
-) -> Result<u64, CheckpointError> {
+) -> Result<(u64, Vec<FileRef>), CheckpointError> {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push("-ssts");
     let staging = dest.with_file_name(name);
     remove_leftover(&staging).await?;
-    let refs: Vec<FileRef> = ssts.iter().map(|f| (*f).clone()).collect();
-    storage.download(dir_rel, &refs, &staging).await?;
-    let files: Vec<SstFile> = ssts
-        .iter()
-        .filter_map(|f| {
-            Some(SstFile {
-                path: staging.join(&f.name),
-                level: f.level?,
-                seqnos: f.seqnos?,
+    let built = async {
+        let refs: Vec<FileRef> = ssts.iter().map(|f| (*f).clone()).collect();
+        storage.download(dir_rel, &refs, &staging).await?;
+        let files: Vec<(PathBuf, u32)> = ssts
+            .iter()
+            .map(|f| (staging.join(&f.name), f.rank.unwrap_or(u32::MAX)))
+            .collect();
+        let (db, opts) = (dest.to_path_buf(), StateOptions::default());
+        let names = tokio::task::spawn_blocking(move || StateStore::from_ssts(&db, files, &opts))
+            .await
+            .map_err(|e| CheckpointError::Invalid {
+                path: dest.display().to_string(),
+                msg: format!("ingestion stopped: {e}"),
+            })??;
+        // Ingestion moved (hard-linked) the files: their contents, stored already, are
+        // unchanged under new names.
+        let stored = names
+            .into_iter()
+            .filter_map(|(from, to)| {
+                let f = ssts.iter().find(|f| staging.join(&f.name) == from)?;
+                Some(FileRef {
+                    name: to,
+                    ..(*f).clone()
+                })
             })
-        })
-        .collect();
-    let (db, opts) = (dest.to_path_buf(), StateOptions::default());
-    let ingested = tokio::task::spawn_blocking(move || StateStore::from_ssts(&db, files, &opts))
-        .await
-        .map_err(|e| CheckpointError::Invalid {
-            path: dest.display().to_string(),
-            msg: format!("ingestion stopped: {e}"),
-        });
-    // Ingestion moved the files it took; whatever is left goes, success or not.
+            .collect();
+        Ok::<_, CheckpointError>(stored)
+    }
+    .await;
+    // Whatever ingestion left (all of it, if it failed) goes.
     remove_leftover(&staging).await?;
-    ingested??;
-    Ok(ssts.iter().map(|f| f.size).sum())
+    Ok((ssts.iter().map(|f| f.size).sum(), built?))
 }
 
 /// Removes a directory an earlier attempt left: a download must not mix in its files.
@@ -273,12 +281,14 @@ mod tests {
         }
         store.settle().expect("settle");
         // Then newer versions and deletions in two L0 files, one per half of the key groups.
-        for (r, half) in [(4u32, 0..64u32), (5, 64..128)] {
+        // A third L0 file over the upper half again (values back for the deleted entries,
+        // others deleted), so a restore of that half takes two L0 files that disagree.
+        for (r, half) in [(4u32, 0..64u32), (5, 64..128), (6, 64..128)] {
             let entries = half
                 .flat_map(|kg| (0..20).map(move |i| (kg, i)))
-                .filter_map(move |(kg, i)| match i % 4 {
-                    0 => Some((key(kg, i), None)),
-                    1 => Some((key(kg, i), Some(format!("r{r}-{kg}-{i}").into()))),
+                .filter_map(move |(kg, i)| match (i + r) % 4 {
+                    0 | 1 => Some((key(kg, i), None)),
+                    2 => Some((key(kg, i), Some(format!("r{r}-{kg}-{i}").into()))),
                     _ => None,
                 });
             round(&store, &mut model, entries, &scratch);
@@ -313,41 +323,114 @@ mod tests {
         };
         for (range, whole) in [((64, 127), false), ((0, 63), false), ((0, 127), true)] {
             let base = dir.path().join(format!("new-{}", range.0));
-            let got = download_overlapping(&storage, &rel, &[&old], range, &base)
-                .await
-                .expect("download");
-            assert_eq!(got.whole, [whole], "range {range:?}");
-            assert_eq!(
-                got.bytes < total,
-                !whole,
-                "range {range:?}: {} of {total}",
-                got.bytes
+            check(&storage, &rel, &old, range, &base, &model, total, whole).await;
+        }
+
+        // Again from a restored database (ingested files, the trim's range tombstones), after
+        // newer versions for key groups 100..=127.
+        let base = dir.path().join("again");
+        let store = check(&storage, &rel, &old, (64, 127), &base, &model, total, false).await;
+        let entries = (100..128u32)
+            .flat_map(|kg| (0..20).map(move |i| (kg, i)))
+            .filter(|(_, i)| i % 3 == 0)
+            .map(|(kg, i)| {
+                (
+                    key(kg, i),
+                    (kg % 2 == 0).then(|| format!("r6-{kg}-{i}").into()),
+                )
+            });
+        round(&store, &mut model, entries, &scratch);
+        // (That flush also held the trim's tombstones, over every other key group; this one
+        // covers 110..=127 only.)
+        let entries = (110..128u32).map(|kg| (key(kg, 1), Some(format!("r7-{kg}").into())));
+        round(&store, &mut model, entries, &scratch);
+        let files = store
+            .checkpoint(&dir.path().join("cp2"))
+            .expect("checkpoint");
+        let rel2 = super::super::storage::chk_dir(2);
+        let (refs, _) = storage
+            .upload_instance("0-w-w1", &files, &rel2, "run")
+            .await
+            .expect("upload");
+        let total2: u64 = refs.iter().map(|f| f.size).sum();
+        let old2 = InstanceState {
+            key_groups: (64, 127),
+            files: refs,
+            ..old
+        };
+        let base = dir.path().join("again2");
+        check(
+            &storage,
+            &rel2,
+            &old2,
+            (64, 80),
+            &base,
+            &model,
+            total2,
+            false,
+        )
+        .await;
+    }
+
+    /// Restores `range` from `old` and checks it against `model`; whether it took the whole
+    /// instance (`total` bytes) is `whole`.
+    #[allow(clippy::too_many_arguments)]
+    async fn check(
+        storage: &CheckpointStorage,
+        rel: &str,
+        old: &InstanceState,
+        range: (u32, u32),
+        base: &Path,
+        model: &BTreeMap<Vec<u8>, Vec<u8>>,
+        total: u64,
+        whole: bool,
+    ) -> StateStore {
+        let got = download_overlapping(storage, rel, &[old], range, base)
+            .await
+            .expect("download");
+        // A partial restore still knows its files are stored (under their new names).
+        let stored: u64 = got.stored.iter().flatten().map(|f| f.size).sum();
+        assert_eq!(stored, got.bytes, "range {range:?}");
+        for f in &got.stored[0] {
+            assert!(
+                got.dirs[0].join(&f.name).is_file(),
+                "{} not in {:?}",
+                f.name,
+                got.dirs[0]
             );
-            let restored = StateStore::restore(&base.with_extension("db"), range, &got.dirs, &opts)
-                .expect("restore");
-            let have: BTreeMap<Vec<u8>, Vec<u8>> = restored
-                .scan(&[])
-                .map(|e| e.map(|(k, v)| (k.into_vec(), v.into_vec())))
-                .collect::<Result<_, _>>()
-                .expect("scan");
-            let want: BTreeMap<Vec<u8>, Vec<u8>> = model
-                .iter()
-                .filter(|(k, _)| {
-                    crate::state::kg_of_key(k).is_some_and(|kg| kg >= range.0 && kg <= range.1)
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            assert_eq!(have.len(), want.len(), "range {range:?}");
-            assert!(have == want, "range {range:?}: restored state differs");
-            // Point reads too: a scan merges levels by sequence number, a read stops at the
-            // first level holding the key, so only reads show files ingested out of order.
-            for kg in range.0..=range.1 {
-                for i in 0..20 {
-                    let k = key(kg, i);
-                    let got = restored.get(&k).expect("get");
-                    assert_eq!(got.as_ref(), want.get(&k), "key group {kg} entry {i}");
-                }
+        }
+        assert_eq!(
+            got.bytes < total,
+            !whole,
+            "range {range:?}: {} of {total}",
+            got.bytes
+        );
+        let opts = StateOptions::default();
+        let restored = StateStore::restore(&base.with_extension("db"), range, &got.dirs, &opts)
+            .expect("restore");
+        let have: BTreeMap<Vec<u8>, Vec<u8>> = restored
+            .scan(&[])
+            .map(|e| e.map(|(k, v)| (k.into_vec(), v.into_vec())))
+            .collect::<Result<_, _>>()
+            .expect("scan");
+        let want: BTreeMap<Vec<u8>, Vec<u8>> = model
+            .iter()
+            .filter(|(k, _)| {
+                crate::state::kg_of_key(k).is_some_and(|kg| kg >= range.0 && kg <= range.1)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(have.len(), want.len(), "range {range:?}");
+        assert!(have == want, "range {range:?}: restored state differs");
+        // Point reads too: a scan merges levels by sequence number, a read stops at the
+        // first level holding the key, so only reads show files ingested out of order.
+        for kg in range.0..=range.1 {
+            for i in 0..20 {
+                let k = key(kg, i);
+                let got = restored.get(&k).expect("get");
+                assert_eq!(got.as_ref(), want.get(&k), "key group {kg} entry {i}");
             }
         }
+        restored
     }
 }

@@ -277,7 +277,7 @@ impl CheckpointStorage {
                 checksum,
                 key_groups: f.key_groups,
                 level: f.sst.map(|s| s.0),
-                seqnos: f.sst.map(|s| s.1),
+                rank: f.sst.map(|s| s.1),
             });
         }
         Ok((refs, uploaded))

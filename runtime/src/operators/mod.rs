@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod combiner;
 pub mod join;
+mod join_store;
 mod slice_map;
 pub mod stateless;
 pub mod top;

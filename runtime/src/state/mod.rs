@@ -12,8 +12,6 @@
 pub mod codec;
 mod ffi;
 
-pub use ffi::SstMeta;
-
 use rocksdb::{DB, IteratorMode, Options, WriteBatch};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -60,17 +58,9 @@ pub struct LocalFile {
     pub size: u64,
     /// First and last key group of an SST file (`None` for MANIFEST, OPTIONS, CURRENT).
     pub key_groups: Option<(u32, u32)>,
-    /// An SST's level and sequence numbers: what ingesting it elsewhere needs
-    /// ([`StateStore::from_ssts`]).
-    pub sst: Option<(i32, (u64, u64))>,
-}
-
-/// An SST to ingest into a new database ([`StateStore::from_ssts`]).
-#[derive(Debug, Clone)]
-pub struct SstFile {
-    pub path: PathBuf,
-    pub level: i32,
-    pub seqnos: (u64, u64),
+    /// An SST's level, and its rank in the order that ingesting SSTs of this database
+    /// elsewhere must follow ([`StateStore::from_ssts`]).
+    pub sst: Option<(i32, u32)>,
 }
 
 /// A stored key and value.
@@ -108,6 +98,30 @@ fn db_options(opts: &StateOptions) -> Options {
     o.set_manual_wal_flush(true);
     o.set_max_background_jobs(2);
     o
+}
+
+/// Each live file's rank in the order ingesting them into another database must follow:
+/// for any key in several files, the older version first. Deeper levels hold older versions,
+/// so deepest level first; within L0, by age, oldest first (RocksDB lists L0 newest first, by
+/// the epoch it assigns: sequence numbers are no guide once files were themselves ingested);
+/// within a deeper level, by first key, so the level is one batch of disjoint files.
+fn ingestion_ranks(live: &[rocksdb::LiveFile]) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..live.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (fa, fb) = (&live[a], &live[b]);
+        fb.level.cmp(&fa.level).then_with(|| {
+            if fa.level == 0 {
+                b.cmp(&a)
+            } else {
+                fa.start_key.cmp(&fb.start_key)
+            }
+        })
+    });
+    let mut ranks = vec![0u32; live.len()];
+    for (rank, &i) in order.iter().enumerate() {
+        ranks[i] = rank as u32;
+    }
+    ranks
 }
 
 /// Entries per RocksDB write batch when writing many.
@@ -275,46 +289,70 @@ impl StateStore {
         o.set_max_open_files(16);
         let copy = DB::open_for_read_only(&o, dest, false).map_err(db_err(dest))?;
         let live = copy.live_files().map_err(db_err(dest))?;
-        let meta = ffi::sst_meta(&copy);
+        let ranks = ingestion_ranks(&live);
         for f in &mut files {
-            if let Some(l) = live
+            if let Some(i) = live
                 .iter()
-                .find(|l| l.name.trim_start_matches('/') == f.name)
+                .position(|l| l.name.trim_start_matches('/') == f.name)
             {
+                let l = &live[i];
                 let lo = l.start_key.as_deref().and_then(kg_of_key).unwrap_or(0);
                 let hi = l.end_key.as_deref().and_then(kg_of_key).unwrap_or(u32::MAX);
                 f.key_groups = Some((lo, hi));
+                f.sst = Some((l.level, ranks[i]));
             }
-            f.sst = meta
-                .iter()
-                .find(|m| m.name == f.name)
-                .map(|m| (m.level, m.seqnos));
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(files)
     }
 
     /// Builds a database at `path` from SSTs of one old instance's checkpoint (a subset: the
-    /// ones a new instance's key groups overlap), moving them in with their sequence numbers.
-    /// The result is a directory [`StateStore::restore`] takes like a downloaded checkpoint.
+    /// ones a new instance's key groups overlap), moving them in with their sequence numbers,
+    /// in the order of their recorded ranks. The result is a directory [`StateStore::restore`]
+    /// takes like a downloaded checkpoint. Returns each file's name in the new database, by
+    /// its path given (hard links keep the inode; a file RocksDB had to copy is left out).
     pub fn from_ssts(
         path: &Path,
-        mut ssts: Vec<SstFile>,
+        mut ssts: Vec<(PathBuf, u32)>,
         opts: &StateOptions,
-    ) -> Result<(), StateError> {
-        let store = StateStore::create(path, (0, u32::MAX), opts)?;
-        // Oldest first wherever files overlap, as ingestion requires: deeper levels hold
-        // older versions of a key than shallower ones, and L0 files age with their sequence
-        // numbers (their ranges never interleave: each is a flush or a merge of neighbours).
-        ssts.sort_by_key(|f| (std::cmp::Reverse(f.level), f.seqnos.1, f.seqnos.0));
-        let paths: Vec<&Path> = ssts.iter().map(|f| f.path.as_path()).collect();
-        ffi::ingest_db_generated(&store.db, &paths).map_err(|msg| {
+    ) -> Result<Vec<(PathBuf, String)>, StateError> {
+        use std::os::unix::fs::MetadataExt as _;
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(io_err(path))?;
+        }
+        std::fs::create_dir_all(path).map_err(io_err(path))?;
+        let mut o = db_options(opts);
+        // Each batch of mutually overlapping files goes above the previous one. With
+        // dynamic level sizes an empty database's only level below L0 is the last one, so
+        // every batch after the first would land in L0 (write stalls past 20 files).
+        o.set_level_compaction_dynamic_level_bytes(false);
+        let db = DB::open(&o, path).map_err(db_err(path))?;
+        ssts.sort_by_key(|(_, rank)| *rank);
+        let mut inodes = Vec::with_capacity(ssts.len());
+        for (p, _) in &ssts {
+            inodes.push((std::fs::metadata(p).map_err(io_err(p))?.ino(), p.clone()));
+        }
+        let paths: Vec<&Path> = ssts.iter().map(|(p, _)| p.as_path()).collect();
+        ffi::ingest_db_generated(&db, &paths).map_err(|msg| {
             StateError::Corrupt(format!(
                 "ingesting {} checkpointed SST files into {}: {msg}",
                 paths.len(),
                 path.display()
             ))
-        })
+        })?;
+        drop(db);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(io_err(path))? {
+            let entry = entry.map_err(io_err(path))?;
+            let ino = entry.metadata().map_err(io_err(path))?.ino();
+            if let Some((_, from)) = inodes.iter().find(|(i, _)| *i == ino) {
+                names.push((
+                    from.clone(),
+                    entry.file_name().to_string_lossy().into_owned(),
+                ));
+            }
+        }
+        Ok(names)
     }
 
     pub fn path(&self) -> &Path {
