@@ -198,6 +198,15 @@ pub fn check_compatible(
                     old.name
                 )));
             }
+            // The same step, stored in a layout this version no longer reads: nothing for
+            // the user to revert.
+            Some(n) if n.shape.starts_with(&old.shape) && n.shape != old.shape => {
+                return Err(CheckpointError::Incompatible(format!(
+                    "step `{}` keeps its state in a new layout in this version of Eddy (`{}`); checkpoints and savepoints taken before cannot restore it: start without state (a new --checkpoint-dir or job name), or finish the job with the previous version",
+                    old.name,
+                    &n.shape[old.shape.len()..].trim()
+                )));
+            }
             Some(n) if n.shape != old.shape => {
                 return Err(CheckpointError::Incompatible(format!(
                     "step `{}` changed: it was `{}` and is now `{}`; its state cannot be reused: revert the change or start without state",
@@ -208,4 +217,84 @@ pub fn check_compatible(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(window: &str, max_parallelism: u32) -> crate::job::graph::Graph {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/data/lines.jsonl");
+        let yaml = format!(
+            "maxParallelism: {max_parallelism}\nsources:\n  - {{ name: in, file: {{ path: '{path}', schema: {{ k: int, ts: int }} }}, eventTime: {{ field: ts }} }}\nsteps:\n  - {{ name: w, from: in, keyBy: event.k, window: {window}, aggregate: {{ n: count() }} }}\nsinks:\n  - {{ name: o, from: w, stdout: {{}} }}\n"
+        );
+        crate::plan::compile(&yaml)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .1
+    }
+
+    fn meta(operators: Vec<OperatorShape>, max_parallelism: u32) -> Metadata {
+        Metadata {
+            version: 1,
+            id: 1,
+            savepoint: false,
+            job: "j".into(),
+            time_ms: 0,
+            parallelism: 1,
+            max_parallelism,
+            operators,
+            sources: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            manifests: Vec::new(),
+            finished: false,
+            state_bytes: 0,
+            uploaded_bytes: 0,
+        }
+    }
+
+    fn refusal(m: &Metadata, g: &crate::job::graph::Graph) -> String {
+        match check_compatible(m, g) {
+            Err(CheckpointError::Incompatible(msg)) => msg,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn incompatible_checkpoints_are_refused_naming_what_changed() {
+        let sliding = graph("{ sliding: { size: 10s, slide: 5s } }", 128);
+        let now = shapes(&sliding);
+        assert!(check_compatible(&meta(now.clone(), 128), &sliding).is_ok());
+
+        let msg = refusal(&meta(now.clone(), 256), &sliding);
+        assert!(
+            msg.contains("maxParallelism changed from 256 to 128"),
+            "{msg}"
+        );
+
+        let gone = vec![OperatorShape {
+            name: "old_step".into(),
+            shape: "top n=3".into(),
+        }];
+        let msg = refusal(&meta(gone, 128), &sliding);
+        assert!(
+            msg.contains("`old_step`") && msg.contains("gone from the plan"),
+            "{msg}"
+        );
+
+        let tumbling = shapes(&graph("{ tumbling: 10s }", 128));
+        let msg = refusal(&meta(tumbling, 128), &sliding);
+        assert!(
+            msg.contains("step `w` changed") && msg.contains("revert"),
+            "{msg}"
+        );
+
+        // Same plan, state kept in a newer layout: nothing for the user to revert.
+        let mut older = now;
+        older[0].shape = older[0].shape.replace(" state=slices", "");
+        let msg = refusal(&meta(older, 128), &sliding);
+        assert!(
+            msg.contains("new layout") && msg.contains("state=slices") && !msg.contains("revert"),
+            "{msg}"
+        );
+    }
 }

@@ -415,6 +415,18 @@ fn snapshot(
     })
 }
 
+/// Stops the task when the operator reports a state-store failure, before anything it
+/// emitted since reaches a sink.
+fn failed(ctx: &TaskCtx, op: &mut Box<dyn Operator>) -> Result<(), JobError> {
+    match op.failed() {
+        Some(e) => Err(JobError::Task(format!(
+            "step `{}`: state store: {e}",
+            ctx.step
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(super) async fn operator_task(
     ctx: TaskCtx,
     mut inbox: mpsc::Receiver<Envelope>,
@@ -462,6 +474,7 @@ pub(super) async fn operator_task(
             Msg::Data(batch) => {
                 om.records_in.inc_by(batch.len() as u64);
                 op.on_batch(port, batch, &mut emit);
+                failed(&ctx, &mut op)?;
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
                 om.records_out.inc_by(emit.take_emitted());
             }
@@ -496,6 +509,7 @@ pub(super) async fn operator_task(
                 current = min;
                 idle_out = false;
                 op.on_watermark(current, &mut emit);
+                failed(&ctx, &mut op)?;
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
                 om.records_out.inc_by(emit.take_emitted());
                 if current != i64::MAX {

@@ -8,7 +8,7 @@ use super::{Emit, Operator};
 use crate::job::graph::JoinSpec;
 use crate::record::{Batch, Schema, Value};
 use crate::state::{StateError, StateStore};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 type Key = Value;
@@ -47,6 +47,8 @@ pub struct Join {
     /// The next stored row's number.
     seq: u64,
     key_buf: Vec<u8>,
+    /// The first state-store failure, for the task to stop on (`Operator::failed`).
+    failure: Option<StateError>,
 }
 
 impl Join {
@@ -67,6 +69,7 @@ impl Join {
             resident: 0,
             seq: 0,
             key_buf: Vec::new(),
+            failure: None,
         }
     }
 
@@ -104,47 +107,48 @@ impl Join {
     }
 }
 
-/// Queues the rows of `pane` the store lacks, and its "fired" markers; returns nothing but
-/// marks what it queued as clean.
+/// Writes the rows of `pane` the store lacks, and its "fired" markers; only once the write
+/// succeeded are they counted as stored (a failed write leaves them to the next attempt).
 fn write_dirty(
     st: &super::Keyed,
     window: (i64, i64),
     pane: &mut Pane,
     seq: &mut u64,
-    batch: &mut rocksdb::WriteBatch,
     buf: &mut Vec<u8>,
 ) -> Result<(), StateError> {
-    let Pane {
-        keys,
-        stored,
-        marked,
-        fired,
-        ..
-    } = pane;
-    for (key, b) in keys.iter_mut() {
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut kgs = BTreeSet::new();
+    for (key, b) in pane.keys.iter() {
+        if b.clean[0] == b.rows[0].len() && b.clean[1] == b.rows[1].len() {
+            continue;
+        }
         let kg = store::key_bytes(st, key, buf);
         for side in 0..2 {
-            if b.clean[side] < b.rows[side].len() {
-                store::put_rows(
-                    batch,
-                    (kg, window, buf),
-                    side,
-                    &b.rows[side][b.clean[side]..],
-                    seq,
-                );
-                b.clean[side] = b.rows[side].len();
-                stored.insert(kg);
-            }
-        }
-        st.store.write_when_full(batch)?;
-    }
-    if *fired {
-        for &kg in stored.iter() {
-            if marked.insert(kg) {
-                store::put_fired(batch, kg, window);
+            let new = &b.rows[side][b.clean[side]..];
+            if !new.is_empty() {
+                store::put_rows(&mut batch, (kg, window, buf), side, new, seq);
+                kgs.insert(kg);
             }
         }
     }
+    let marks: Vec<u32> = if pane.fired {
+        pane.stored
+            .union(&kgs)
+            .filter(|kg| !pane.marked.contains(kg))
+            .copied()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for &kg in &marks {
+        store::put_fired(&mut batch, kg, window);
+    }
+    st.store.write(batch)?;
+    for b in pane.keys.values_mut() {
+        b.clean = [b.rows[0].len(), b.rows[1].len()];
+    }
+    pane.stored.extend(kgs);
+    pane.marked.extend(marks);
     Ok(())
 }
 
@@ -159,7 +163,6 @@ impl Join {
             return Ok(());
         }
         let target = st.cache_entries / 2;
-        let mut batch = rocksdb::WriteBatch::default();
         for (&window, pane) in self.panes.iter_mut().rev() {
             if self.resident <= target {
                 break;
@@ -167,14 +170,7 @@ impl Join {
             if pane.keys.is_empty() {
                 continue;
             }
-            write_dirty(
-                st,
-                window,
-                pane,
-                &mut self.seq,
-                &mut batch,
-                &mut self.key_buf,
-            )?;
+            write_dirty(st, window, pane, &mut self.seq, &mut self.key_buf)?;
             let rows: usize = pane
                 .keys
                 .values()
@@ -184,7 +180,7 @@ impl Join {
             pane.spilled = true;
             self.resident -= rows;
         }
-        st.store.write(batch)
+        Ok(())
     }
 
     /// Pairs a row arriving for fired window `window` with what the other side holds.
@@ -203,12 +199,16 @@ impl Join {
         let stored = match (&self.state, pane.spilled) {
             (Some(st), true) => {
                 let kg = store::key_bytes(st, key, &mut self.key_buf);
-                store::load_side(
-                    st,
-                    (kg, window, &self.key_buf),
-                    other,
-                    self.inputs[other].len(),
-                )?
+                if pane.stored.contains(&kg) {
+                    store::load_side(
+                        st,
+                        (kg, window, &self.key_buf),
+                        other,
+                        self.inputs[other].len(),
+                    )?
+                } else {
+                    Rows::new()
+                }
             }
             _ => Rows::new(),
         };
@@ -229,7 +229,10 @@ impl Join {
         Ok(())
     }
 
-    /// Emits every pair of window `window`, reading back what it spilled.
+    /// Emits every pair of window `window`, reading back what it spilled one key at a time.
+    /// Reads come before any pair is emitted for a key, and the stored keys before the
+    /// memory-only ones; a failure may still leave the window half emitted, so the caller
+    /// fails the task (a restore then starts from the last checkpoint).
     fn fire(&self, window: (i64, i64), pane: &Pane, out: &mut Emit) -> Result<(), StateError> {
         let (start, end) = (window.1, window.0);
         let pairs = |l: &[Box<[Value]>], r: &[Box<[Value]>], out: &mut Emit| {
@@ -241,15 +244,27 @@ impl Join {
         };
         match (&self.state, pane.spilled) {
             (Some(st), true) => {
-                let mut all = store::load_window(st, window, &pane.stored, self.widths())?;
+                // Keys found in the store, whose rows in memory were paired with theirs.
+                let mut done = HashSet::new();
+                store::for_each_stored_key(
+                    st,
+                    window,
+                    &pane.stored,
+                    self.widths(),
+                    |key, mut rows| {
+                        if let Some(b) = pane.keys.get(&key) {
+                            for ((to, mem), clean) in rows.iter_mut().zip(&b.rows).zip(b.clean) {
+                                to.extend(mem[clean..].iter().cloned());
+                            }
+                            done.insert(key);
+                        }
+                        pairs(&rows[0], &rows[1], out);
+                    },
+                )?;
                 for (key, b) in &pane.keys {
-                    let sides = all.entry(key.clone()).or_default();
-                    for ((to, rows), clean) in sides.iter_mut().zip(&b.rows).zip(b.clean) {
-                        to.extend(rows[clean..].iter().cloned());
+                    if !done.contains(key) {
+                        pairs(&b.rows[0], &b.rows[1], out);
                     }
-                }
-                for [l, r] in all.values() {
-                    pairs(l, r, out);
                 }
             }
             _ => {
@@ -296,8 +311,8 @@ impl Operator for Join {
                 if pane.fired
                     && let Err(e) = self.pair_late((end, start), port, &key, row, out)
                 {
-                    out.dead_row(&input, row, format!("state store: {e}"));
-                    continue;
+                    self.failure.get_or_insert(e);
+                    return;
                 }
                 if let Some(pane) = self.panes.get_mut(&(end, start)) {
                     pane.keys.entry(key.clone()).or_default().rows[port].push(row.into());
@@ -310,7 +325,7 @@ impl Operator for Join {
         }
         self.win_buf = wins;
         if let Err(e) = self.bound_memory() {
-            out.dead_raw(String::new(), format!("state store: {e}"));
+            self.failure.get_or_insert(e);
         }
     }
 
@@ -326,7 +341,8 @@ impl Operator for Join {
             if let Some(pane) = self.panes.get(&window)
                 && let Err(e) = self.fire(window, pane, out)
             {
-                out.dead_raw(String::new(), format!("state store: {e}"));
+                self.failure.get_or_insert(e);
+                return;
             }
             if let Some(pane) = self.panes.get_mut(&window) {
                 pane.fired = true;
@@ -352,7 +368,7 @@ impl Operator for Join {
             {
                 let kgs: BTreeSet<u32> = pane.stored.union(&pane.marked).copied().collect();
                 if let Err(e) = store::drop_window(st, window, &kgs) {
-                    out.dead_raw(String::new(), format!("state store: {e}"));
+                    self.failure.get_or_insert(e);
                 }
             }
         }
@@ -362,6 +378,10 @@ impl Operator for Join {
         true
     }
 
+    fn failed(&mut self) -> Option<StateError> {
+        self.failure.take()
+    }
+
     fn open_state(&mut self, st: super::Keyed, restored: Option<i64>) -> Result<(), StateError> {
         if let Some(wm) = restored {
             self.wm = wm;
@@ -369,6 +389,15 @@ impl Operator for Join {
             self.seq = next;
             // Everything stays in the store until its window fires or a late row needs it.
             for (window, w) in windows {
+                // Every instance of the join sees the same watermarks before a barrier (each
+                // gets every sender's, in order), so a window fired in one old instance fired
+                // in all: key groups that disagree mean a damaged or foreign checkpoint.
+                if !w.fired.is_empty() && w.fired != w.kgs {
+                    tracing::warn!(
+                        window_end = window.0,
+                        "join state: a window is marked fired in some key groups only; treating it as fired"
+                    );
+                }
                 self.panes.insert(
                     window,
                     Pane {
@@ -389,17 +418,14 @@ impl Operator for Join {
         let Some(st) = &self.state else {
             return Ok(None);
         };
-        let mut batch = rocksdb::WriteBatch::default();
-        for (&window, pane) in self.panes.iter_mut() {
-            write_dirty(
-                st,
-                window,
-                pane,
-                &mut self.seq,
-                &mut batch,
-                &mut self.key_buf,
-            )?;
+        if let Some(e) = self.failure.take() {
+            return Err(e);
         }
+        for (&window, pane) in self.panes.iter_mut() {
+            write_dirty(st, window, pane, &mut self.seq, &mut self.key_buf)?;
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        store::put_next_seq(&mut batch, st, self.seq);
         st.store.write(batch)?;
         Ok(Some(&st.store))
     }
@@ -431,23 +457,24 @@ mod tests {
         (j, node.schema_for(false))
     }
 
-    fn keyed(dir: &Path, name: &str, cache: usize, from: Option<&Path>) -> super::super::Keyed {
+    fn keyed(dir: &Path, name: &str, range: (u32, u32), from: &[PathBuf]) -> super::super::Keyed {
         let opts = StateOptions::default();
         let path = dir.join(name);
-        let store = match from {
-            Some(cp) => StateStore::restore(&path, (0, 127), &[cp.to_path_buf()], &opts),
-            None => StateStore::create(&path, (0, 127), &opts),
+        let store = if from.is_empty() {
+            StateStore::create(&path, range, &opts)
+        } else {
+            StateStore::restore(&path, range, from, &opts)
         }
         .expect("store");
         super::super::Keyed {
             store,
             max_parallelism: 128,
-            cache_entries: cache,
+            cache_entries: 20,
             route_keys: Vec::new(),
         }
     }
 
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// A deterministic stream: rows for both sides over 60 s with 50 keys, a quarter of them
     /// up to 12 s behind (late ones, some beyond the lateness), watermarks every 40 rows.
@@ -518,6 +545,43 @@ mod tests {
         v
     }
 
+    /// Which rare paths a run took.
+    #[derive(Default)]
+    struct Seen {
+        late_to_spilled_fired: bool,
+        fired_spilled_with_clean_rows: bool,
+    }
+
+    impl Seen {
+        fn before(&mut self, j: &Join, step: &Step) {
+            match step {
+                Step::Rows(_, rows) => {
+                    for &(_, _, ts) in rows {
+                        let start = ts - ts.rem_euclid(10_000);
+                        if let Some(p) = j.panes.get(&(start + 10_000, start)) {
+                            self.late_to_spilled_fired |= p.fired && p.spilled;
+                        }
+                    }
+                }
+                Step::Watermark(w) => {
+                    for (&(end, _), p) in &j.panes {
+                        self.fired_spilled_with_clean_rows |= end - 1 <= *w
+                            && !p.fired
+                            && p.spilled
+                            && p.keys.values().any(|b| b.clean.iter().any(|&c| c > 0));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The key group of a row of key `k`, as the exchange routes it.
+    fn kg(k: i64) -> u32 {
+        let mut b = Vec::new();
+        crate::exchange::canonical_value_bytes(&Value::Int(k), &mut b);
+        crate::exchange::key_group(&b, 128)
+    }
+
     #[test]
     fn spilled_and_restored_buffers_pair_like_memory() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -531,59 +595,90 @@ mod tests {
         expected.sort();
         assert!(expected.len() > 1000, "pairs: {}", expected.len());
 
-        // A cache of 20 rows: windows spill all the time. Halfway, a snapshot and a
-        // checkpoint; then more input (whose output is lost in the "crash"), and a restore.
-        let (mut spilling, _) = join();
-        spilling
-            .open_state(keyed(dir.path(), "db", 20, None), None)
-            .expect("open");
+        // Two instances (key groups 0..=63 and 64..=127) with a cache of 20 rows each, so
+        // windows spill all the time, snapshotting often (spilled windows then also hold rows
+        // in memory that the store has). Halfway, a checkpoint of both; then more input,
+        // whose output the "crash" loses; then one instance restored from both.
+        let ranges = [(0u32, 63u32), (64, 127)];
+        let mut seen = Seen::default();
+        let mut split: Vec<Join> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let (mut j, _) = join();
+                j.open_state(keyed(dir.path(), &format!("db{i}"), r, &[]), None)
+                    .expect("open");
+                j
+            })
+            .collect();
+        let route = |split: &mut Vec<Join>, s: &Step, out: &mut Emit, seen: &mut Seen| match s {
+            Step::Rows(side, rows) => {
+                let i = usize::from(kg(rows[0].0) > 63);
+                seen.before(&split[i], s);
+                feed(&mut split[i], &Step::Rows(*side, rows.clone()), out);
+            }
+            Step::Watermark(_) => {
+                for j in split.iter_mut() {
+                    seen.before(j, s);
+                    feed(j, s, out);
+                }
+            }
+        };
         let half = steps.len() / 2;
-        let mut got = Vec::new();
-        // Snapshots between checkpoints too, so spilled windows also hold rows in memory
-        // that the store has as well.
         for (i, s) in steps[..half].iter().enumerate() {
-            feed(&mut spilling, s, &mut out);
-            assert!(
-                spilling.resident <= 20,
-                "{} rows in memory",
-                spilling.resident
-            );
-            if i % 7 == 0 {
-                spilling.snapshot().expect("snapshot");
+            route(&mut split, s, &mut out, &mut seen);
+            for j in &mut split {
+                assert!(j.resident <= 20, "{} rows in memory", j.resident);
+                if i % 7 == 0 {
+                    j.snapshot().expect("snapshot");
+                }
             }
         }
-        got.extend(lines(&mut out));
-        assert!(
-            spilling.panes.values().any(|p| p.spilled),
-            "nothing spilled"
-        );
-        let cp = dir.path().join("cp");
-        spilling
-            .snapshot()
-            .expect("snapshot")
-            .expect("store")
-            .checkpoint(&cp)
-            .expect("checkpoint");
-        let wm = spilling.wm;
+        let mut got = lines(&mut out);
+        let mut cps = Vec::new();
+        for (i, j) in split.iter_mut().enumerate() {
+            let cp = dir.path().join(format!("cp{i}"));
+            j.snapshot()
+                .expect("snapshot")
+                .expect("store")
+                .checkpoint(&cp)
+                .expect("checkpoint");
+            cps.push(cp);
+        }
+        assert_eq!(split[0].wm, split[1].wm);
+        let wm = split[0].wm;
+        let numbered = split.iter().map(|j| j.seq).max().unwrap_or(0);
         for s in &steps[half..half + 300] {
-            feed(&mut spilling, s, &mut out);
+            route(&mut split, s, &mut out, &mut seen);
         }
         drop(out.take());
-        drop(spilling);
+        drop(split);
 
-        let (mut restored, _) = join();
-        restored
-            .open_state(keyed(dir.path(), "db2", 20, Some(&cp)), Some(wm))
+        let (mut merged, _) = join();
+        merged
+            .open_state(keyed(dir.path(), "merged", (0, 127), &cps), Some(wm))
             .expect("restore");
+        // New rows are numbered past every stored one (a reused number would overwrite one).
+        assert!(merged.seq >= numbered, "{} < {numbered}", merged.seq);
         for (i, s) in steps[half..].iter().enumerate() {
-            feed(&mut restored, s, &mut out);
+            seen.before(&merged, s);
+            feed(&mut merged, s, &mut out);
+            assert!(merged.failed().is_none());
             if i % 7 == 0 {
-                restored.snapshot().expect("snapshot");
+                merged.snapshot().expect("snapshot");
             }
         }
         got.extend(lines(&mut out));
         got.sort();
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "spilled and restored pairs differ");
+        assert!(
+            seen.late_to_spilled_fired,
+            "no late row met a spilled, fired window"
+        );
+        assert!(
+            seen.fired_spilled_with_clean_rows,
+            "no spilled window fired with stored rows also in memory"
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! the rows that arrived since the last one), read back when a spilled window fires or a late
 //! row needs the other side, and dropped with the window.
 //!
-//! Keys: `kg | 3 | end | start | key | side | seq` for a row (value: its fields), and
-//! `kg | 4 | end | start` marking a window whose pairs were emitted. Times are order-preserving
+//! Keys: `kg | 3 | end | start | key | side | seq` for a row (value: its fields),
+//! `kg | 4 | end | start` marking a window whose pairs were emitted, and `kg | 5` holding the
+//! next free `seq`. Times are order-preserving
 //! and the key is self-delimiting, so one window of one key group, and one key's side in it,
 //! are each one prefix. `seq` (big-endian, unique per instance and never reused after a
 //! restore) keeps a side's rows in arrival order.
@@ -13,10 +14,12 @@ use crate::record::Value;
 use crate::state::codec::{Reader, put_value, put_values};
 use crate::state::{StateError, kg_prefix, window_prefix};
 use rocksdb::WriteBatch;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 const ROW: u8 = 3;
 const FIRED: u8 = 4;
+/// `kg | 5`: the instance's next free row number when it last snapshotted.
+const NEXT: u8 = 5;
 
 pub(super) type Rows = Vec<Box<[Value]>>;
 
@@ -77,24 +80,40 @@ pub(super) fn load_side(
         .collect()
 }
 
-/// Every stored row of a window in key groups `kgs`, by key.
-pub(super) fn load_window(
+/// Calls `f` with each key's stored rows of a window in key groups `kgs`, one key at a time
+/// (rows of a key are adjacent in the store: `key | side | seq`), so firing a spilled window
+/// holds one key's rows, not the window's.
+pub(super) fn for_each_stored_key(
     st: &Keyed,
     window: (i64, i64),
     kgs: &BTreeSet<u32>,
     widths: [usize; 2],
-) -> Result<HashMap<Value, [Rows; 2]>, StateError> {
-    let mut out: HashMap<Value, [Rows; 2]> = HashMap::new();
+    mut f: impl FnMut(Value, [Rows; 2]),
+) -> Result<(), StateError> {
     for &kg in kgs {
         let prefix = window_prefix(kg, ROW, window.0, window.1);
+        let mut cur: Option<(Value, [Rows; 2])> = None;
         for item in st.store.scan(&prefix) {
             let (k, v) = item?;
             let (key, side, _) = parse_row_key(&k[prefix.len()..])?;
             let row = Reader::new(&v).values(widths[side])?.into_boxed_slice();
-            out.entry(key).or_default()[side].push(row);
+            match &mut cur {
+                Some((c, rows)) if *c == key => rows[side].push(row),
+                _ => {
+                    if let Some((c, rows)) = cur.take() {
+                        f(c, rows);
+                    }
+                    let mut rows: [Rows; 2] = Default::default();
+                    rows[side].push(row);
+                    cur = Some((key, rows));
+                }
+            }
+        }
+        if let Some((c, rows)) = cur {
+            f(c, rows);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `key | side | seq` after a window's prefix.
@@ -144,20 +163,46 @@ pub(super) struct Restored {
 /// Restored windows by `(end, start)`.
 pub(super) type Windows = BTreeMap<(i64, i64), Restored>;
 
-/// What the store holds for this instance's key groups: its windows, and the next free row
-/// number (past every stored one).
+/// Queues, in every key group of the instance, the next free row number: a restore then
+/// numbers new rows past every stored one without reading them.
+pub(super) fn put_next_seq(batch: &mut WriteBatch, st: &Keyed, seq: u64) {
+    for kg in st.store.range.0..=st.store.range.1 {
+        let p = kg_prefix(kg);
+        batch.put([p[0], p[1], NEXT], seq.to_le_bytes());
+    }
+}
+
+/// What the store holds for this instance's key groups: its windows (found by seeking from
+/// one window to the next, not by reading rows), and the next free row number.
 pub(super) fn restore(st: &Keyed) -> Result<(Windows, u64), StateError> {
-    let mut windows: BTreeMap<(i64, i64), Restored> = BTreeMap::new();
+    let mut windows = Windows::new();
     let mut next = 0u64;
     for kg in st.store.range.0..=st.store.range.1 {
         let p = kg_prefix(kg);
-        for item in st.store.scan(&[p[0], p[1], ROW]) {
+        if let Some(v) = st.store.get(&[p[0], p[1], NEXT])? {
+            let b: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| StateError::Corrupt("join row counter".into()))?;
+            next = next.max(u64::from_le_bytes(b));
+        }
+        let rows = [p[0], p[1], ROW];
+        let mut from = rows.to_vec();
+        loop {
+            let Some(item) = st.store.scan_from(&rows, &from).next() else {
+                break;
+            };
             let (k, _) = item?;
             let mut r = Reader::new(&k[3..]);
-            let window = (r.ordered_i64()?, r.ordered_i64()?);
-            let (_, _, seq) = parse_row_key(r.rest())?;
-            next = next.max(seq + 1);
-            windows.entry(window).or_default().kgs.insert(kg);
+            let (end, start) = (r.ordered_i64()?, r.ordered_i64()?);
+            windows.entry((end, start)).or_default().kgs.insert(kg);
+            from = match start.checked_add(1) {
+                Some(s) => window_prefix(kg, ROW, end, s),
+                None => match end.checked_add(1) {
+                    Some(e) => window_prefix(kg, ROW, e, i64::MIN),
+                    None => break,
+                },
+            };
         }
         for item in st.store.scan(&[p[0], p[1], FIRED]) {
             let (k, _) = item?;

@@ -294,6 +294,11 @@ pub trait Operator: Send {
     fn snapshot(&mut self) -> Result<Option<&StateStore>, StateError> {
         Ok(None)
     }
+    /// A state-store failure that left the operator's state or output in doubt: the task
+    /// stops with it, and the job restores from its last checkpoint.
+    fn failed(&mut self) -> Option<StateError> {
+        None
+    }
 }
 
 /// A stateful operator instance's store, with what it needs to place keys in key groups.

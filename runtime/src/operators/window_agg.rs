@@ -64,6 +64,8 @@ pub struct WindowAgg {
     pub(super) timers: BTreeMap<i64, Vec<Key>>,
     /// Session keys changed since the last snapshot.
     pub(super) dirty_sessions: std::collections::HashSet<Key, foldhash::fast::RandomState>,
+    /// Some keys' sessions live only in the store (their timers stay in memory).
+    pub(super) sessions_spilled: bool,
     /// Pane entries in memory, against `Keyed::cache_entries`.
     pub(super) cached: usize,
     pub(super) state: Option<super::Keyed>,
@@ -113,6 +115,7 @@ impl WindowAgg {
             sessions: Map::default(),
             timers: BTreeMap::new(),
             dirty_sessions: Default::default(),
+            sessions_spilled: false,
             cached: 0,
             state: None,
             key_buf: Vec::new(),
@@ -154,6 +157,9 @@ impl WindowAgg {
                 }
                 let (end, keys) = entry.remove_entry();
                 for key in keys {
+                    if let Err(e) = self.load_sessions(&key) {
+                        out.dead_raw(String::new(), format!("state store: {e}"));
+                    }
                     let Some(list) = self.sessions.get_mut(&key) else {
                         continue;
                     };
@@ -356,6 +362,12 @@ impl WindowAgg {
             return Ok(true);
         };
         let (mut start, mut end) = (ts, ts.saturating_add(gap));
+        if self.sessions_spilled {
+            let key = std::mem::take(&mut self.key_buf);
+            let loaded = self.load_sessions(&key);
+            self.key_buf = key;
+            loaded.map_err(|e| format!("state store: {e}"))?;
+        }
         let list = self.sessions.get(&self.key_buf[..]);
         // Flink merges sessions that overlap or touch.
         if let Some(list) = list {
@@ -508,7 +520,7 @@ impl WindowAgg {
     /// Spills entries to the store once the cache holds more than it may.
     fn bound_cache(&mut self, out: &mut Emit) {
         if let Some(st) = &self.state
-            && self.cached > st.cache_entries
+            && self.cached + self.sessions.len() > st.cache_entries
             && let Err(e) = self.evict()
         {
             out.dead_raw(String::new(), format!("state store: {e}"));

@@ -65,6 +65,34 @@ fn read_entry(v: &[u8]) -> Result<Entry, StateError> {
     Ok(Entry { accs, dirty: false })
 }
 
+/// `kg | 2 | key`: where a key's sessions are stored.
+fn session_key(st: &Keyed, key: &[Value]) -> Vec<u8> {
+    let kb = key_bytes(key);
+    let mut k = kg_prefix(st.kg(&kb)).to_vec();
+    k.push(SESSION);
+    k.extend_from_slice(&kb);
+    k
+}
+
+/// A key's stored sessions: count, then start, end, fired and accumulators of each.
+fn read_sessions(v: &[u8], n_aggs: usize) -> Result<Vec<Sess>, StateError> {
+    let mut r = Reader::new(v);
+    let n = r.u64()? as usize;
+    let mut list = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let (start, end) = (r.ordered_i64()?, r.ordered_i64()?);
+        let fired = r.u8()? != 0;
+        let accs = read_accs(&mut r, n_aggs)?;
+        list.push(Sess {
+            start,
+            end,
+            accs,
+            fired,
+        });
+    }
+    Ok(list)
+}
+
 /// The stored entry of `key` in pane `(end, start)`, if it was spilled.
 pub(super) fn load(
     st: &Keyed,
@@ -110,10 +138,7 @@ impl WindowAgg {
             }
         }
         for key in self.dirty_sessions.drain() {
-            let kb = key_bytes(&key);
-            let mut k = kg_prefix(st.kg(&kb)).to_vec();
-            k.push(SESSION);
-            k.extend_from_slice(&kb);
+            let k = session_key(st, &key);
             match self.sessions.get(&key) {
                 Some(list) if !list.is_empty() => {
                     let mut v = Vec::new();
@@ -130,7 +155,38 @@ impl WindowAgg {
             }
             st.store.write_when_full(&mut batch)?;
         }
-        st.store.write(batch)
+        st.store.write(batch)?;
+        // Every session is clean now: whichever go, the store has them. Their timers stay.
+        if evict && self.cached + self.sessions.len() > target {
+            let mut drop = (self.cached + self.sessions.len() - target).min(self.sessions.len());
+            self.sessions.retain(|_, _| {
+                let keep = drop == 0;
+                drop = drop.saturating_sub(1);
+                keep
+            });
+            self.sessions_spilled = true;
+        }
+        Ok(())
+    }
+
+    /// Brings `key`'s sessions back from the store if they were spilled.
+    pub(super) fn load_sessions(&mut self, key: &[Value]) -> Result<(), StateError> {
+        // A changed key missing from memory had its last session dropped: the store's copy
+        // is stale until the next write deletes it.
+        if !self.sessions_spilled
+            || self.sessions.contains_key(key)
+            || self.dirty_sessions.contains(key)
+        {
+            return Ok(());
+        }
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        if let Some(v) = st.store.get(&session_key(st, key))? {
+            let list = read_sessions(&v, self.spec.aggs.len())?;
+            self.sessions.insert(key.iter().cloned().collect(), list);
+        }
+        Ok(())
     }
 
     pub(super) fn evict(&mut self) -> Result<(), StateError> {
@@ -207,22 +263,17 @@ impl WindowAgg {
             for item in st.store.scan(&[p[0], p[1], SESSION]) {
                 let (k, v) = item?;
                 let key: Key = Reader::new(&k[3..]).values(n_keys)?.into();
-                let mut r = Reader::new(&v);
-                let n = r.u64()? as usize;
-                let mut list = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let (start, end) = (r.ordered_i64()?, r.ordered_i64()?);
-                    let fired = r.u8()? != 0;
-                    let accs = read_accs(&mut r, n_aggs)?;
-                    self.timers.entry(end).or_default().push(key.clone());
-                    list.push(Sess {
-                        start,
-                        end,
-                        accs,
-                        fired,
-                    });
+                let list = read_sessions(&v, n_aggs)?;
+                for s in &list {
+                    self.timers.entry(s.end).or_default().push(key.clone());
                 }
-                self.sessions.insert(key, list);
+                // Past half the cache, sessions stay in the store until a record or a timer
+                // needs them.
+                if self.cached + self.sessions.len() < st.cache_entries / 2 {
+                    self.sessions.insert(key, list);
+                } else {
+                    self.sessions_spilled = true;
+                }
             }
         }
         Ok(())

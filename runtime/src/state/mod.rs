@@ -257,8 +257,24 @@ impl StateStore {
             })
     }
 
+    /// Every entry whose key starts with `prefix` and is at least `from`, in key order: a
+    /// scan that skips ahead.
+    pub fn scan_from<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        from: &[u8],
+    ) -> impl Iterator<Item = Result<Entry, StateError>> + 'a {
+        self.db
+            .iterator(IteratorMode::From(from, rocksdb::Direction::Forward))
+            .map(|r| r.map_err(db_err(&self.path)))
+            .take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(prefix),
+                Err(_) => true,
+            })
+    }
+
     /// Takes a checkpoint of the store into `dest` (hard links where possible) and lists its
-    /// files with the key groups, level and sequence numbers of each SST.
+    /// files with the key groups, level and ingestion rank of each SST.
     pub fn checkpoint(&self, dest: &Path) -> Result<Vec<LocalFile>, StateError> {
         if dest.exists() {
             std::fs::remove_dir_all(dest).map_err(io_err(dest))?;
