@@ -127,6 +127,7 @@ def checkpoint_cost(d):
                              extra=("--checkpoint-dir", ckdir, "--checkpoint-interval", "1s", "--job", "bench"))
         ck.append(n / cpu)
         shutil.rmtree(ckdir + "-parts", ignore_errors=True)
+        shutil.rmtree(parts_out, ignore_errors=True)
         cpu, _, _ = eddy_run("keyed-count.yaml", n, 1, parts_out,
                              extra=("--checkpoint-dir", ckdir + "-parts", "--checkpoint-interval", "1s", "--job", "bench"))
         parts.append(n / cpu)

@@ -456,6 +456,7 @@ pub(super) async fn operator_task(
             env = align.next(&mut inbox) => env,
             _ = tick.tick(), if ticks => {
                 op.on_tick(crate::connectors::now_ms(), &mut emit);
+                failed(&ctx, &mut op)?;
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
                 om.records_out.inc_by(emit.take_emitted());
                 continue;
@@ -481,6 +482,7 @@ pub(super) async fn operator_task(
             Msg::Partials(p) => {
                 om.records_in.inc_by(p.len() as u64);
                 op.on_partials(port, p, &mut emit);
+                failed(&ctx, &mut op)?;
                 out.flush(&mut emit, &ctx.dead, &ctx.metrics).await?;
                 om.records_out.inc_by(emit.take_emitted());
             }

@@ -179,7 +179,8 @@ pub(super) fn restore(st: &Keyed) -> Result<(Windows, u64), StateError> {
     let mut next = 0u64;
     for kg in st.store.range.0..=st.store.range.1 {
         let p = kg_prefix(kg);
-        if let Some(v) = st.store.get(&[p[0], p[1], NEXT])? {
+        let counter = st.store.get(&[p[0], p[1], NEXT])?;
+        if let Some(v) = &counter {
             let b: [u8; 8] = v
                 .as_slice()
                 .try_into()
@@ -187,6 +188,17 @@ pub(super) fn restore(st: &Keyed) -> Result<(Windows, u64), StateError> {
             next = next.max(u64::from_le_bytes(b));
         }
         let rows = [p[0], p[1], ROW];
+        if counter.is_none() {
+            // Rows without a counter (written before it was kept): number past each of them.
+            for item in st.store.scan(&rows) {
+                let (k, _) = item?;
+                let mut r = Reader::new(&k[3..]);
+                r.ordered_i64()?;
+                r.ordered_i64()?;
+                let (_, _, seq) = parse_row_key(r.rest())?;
+                next = next.max(seq + 1);
+            }
+        }
         let mut from = rows.to_vec();
         loop {
             let Some(item) = st.store.scan_from(&rows, &from).next() else {

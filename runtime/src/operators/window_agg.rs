@@ -16,6 +16,7 @@ use super::{Emit, Operator};
 use crate::expr::{Compiled, V};
 use crate::job::graph::WindowAggSpec;
 use crate::record::{Batch, Schema, Value};
+use crate::state::StateError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -66,6 +67,8 @@ pub struct WindowAgg {
     pub(super) dirty_sessions: std::collections::HashSet<Key, foldhash::fast::RandomState>,
     /// Some keys' sessions live only in the store (their timers stay in memory).
     pub(super) sessions_spilled: bool,
+    /// The first state-store failure, for the task to stop on (`Operator::failed`).
+    failure: Option<StateError>,
     /// Pane entries in memory, against `Keyed::cache_entries`.
     pub(super) cached: usize,
     pub(super) state: Option<super::Keyed>,
@@ -116,6 +119,7 @@ impl WindowAgg {
             timers: BTreeMap::new(),
             dirty_sessions: Default::default(),
             sessions_spilled: false,
+            failure: None,
             cached: 0,
             state: None,
             key_buf: Vec::new(),
@@ -150,40 +154,53 @@ impl WindowAgg {
     fn fire(&mut self, w: i64, out: &mut Emit) {
         let window = self.spec.window;
         if let WindowKind::Session { .. } = window.kind {
-            let mut keep: Vec<(i64, Key)> = Vec::new();
+            // Sessions fired but not yet late wait for a second timer, when they become late
+            // (`end - 1 + lateness`), rather than being looked at on every watermark.
+            let mut later: Vec<(i64, Key)> = Vec::new();
             while let Some(entry) = self.timers.first_entry() {
                 if *entry.key() - 1 > w {
                     break;
                 }
-                let (end, keys) = entry.remove_entry();
+                let keys = entry.remove();
                 for key in keys {
                     if let Err(e) = self.load_sessions(&key) {
-                        out.dead_raw(String::new(), format!("state store: {e}"));
+                        self.failure.get_or_insert(e);
+                        return;
                     }
                     let Some(list) = self.sessions.get_mut(&key) else {
                         continue;
                     };
-                    let Some(pos) = list.iter().position(|s| s.end == end) else {
-                        continue;
-                    };
-                    let s = &mut list[pos];
-                    if !s.fired {
-                        Self::emit_row(out, &key, s.start, s.end, &s.accs);
-                        s.fired = true;
-                    }
-                    self.dirty_sessions.insert(key.clone());
-                    if window.is_late(end, w) {
-                        list.swap_remove(pos);
-                        if list.is_empty() {
-                            self.sessions.remove(&key);
+                    let mut changed = false;
+                    let mut i = 0;
+                    while i < list.len() {
+                        let s = &mut list[i];
+                        if s.end - 1 > w {
+                            i += 1;
+                            continue;
                         }
-                    } else {
-                        keep.push((end, key));
+                        if !s.fired {
+                            Self::emit_row(out, &key, s.start, s.end, &s.accs);
+                            s.fired = true;
+                            changed = true;
+                        }
+                        if window.is_late(s.end, w) {
+                            list.swap_remove(i);
+                            changed = true;
+                        } else {
+                            later.push((s.end.saturating_add(window.lateness), key.clone()));
+                            i += 1;
+                        }
+                    }
+                    if list.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                    if changed {
+                        self.dirty_sessions.insert(key);
                     }
                 }
             }
-            for (end, key) in keep {
-                self.timers.entry(end).or_default().push(key);
+            for (t, key) in later {
+                self.timers.entry(t).or_default().push(key);
             }
             return;
         }
@@ -226,7 +243,7 @@ impl WindowAgg {
         ends.dedup();
         for &e in &ends {
             if let Err(err) = self.fire_window(e - self.size, e, out) {
-                out.dead_raw(String::new(), format!("state store: {err}"));
+                self.failure.get_or_insert(err);
             }
         }
         self.ends = ends;
@@ -241,7 +258,7 @@ impl WindowAgg {
             if pane.persisted
                 && let Err(e) = self.forget((end, start))
             {
-                out.dead_raw(String::new(), format!("state store: {e}"));
+                self.failure.get_or_insert(e);
             }
             if self.spare.len() < 2 {
                 pane.keys.clear();
@@ -518,12 +535,12 @@ impl WindowAgg {
     }
 
     /// Spills entries to the store once the cache holds more than it may.
-    fn bound_cache(&mut self, out: &mut Emit) {
+    fn bound_cache(&mut self) {
         if let Some(st) = &self.state
             && self.cached + self.sessions.len() > st.cache_entries
             && let Err(e) = self.evict()
         {
-            out.dead_raw(String::new(), format!("state store: {e}"));
+            self.failure.get_or_insert(e);
         }
     }
 
@@ -670,7 +687,7 @@ impl Operator for WindowAgg {
             };
             self.added(added, row, time, out);
         }
-        self.bound_cache(out);
+        self.bound_cache();
     }
 
     fn on_partials(&mut self, _port: usize, p: super::combiner::Partials, out: &mut Emit) {
@@ -683,7 +700,7 @@ impl Operator for WindowAgg {
                 out.dead_raw(String::new(), format!("aggregate: {e}"));
             }
         }
-        self.bound_cache(out);
+        self.bound_cache();
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Emit) {
@@ -692,11 +709,18 @@ impl Operator for WindowAgg {
         }
         self.wm = self.wm.max(wm);
         self.fire(self.wm, out);
+        // Firing reloads spilled sessions.
+        self.bound_cache();
     }
 
     fn on_tick(&mut self, now: i64, out: &mut Emit) {
         self.wm = self.wm.max(now);
         self.fire(self.wm, out);
+        self.bound_cache();
+    }
+
+    fn failed(&mut self) -> Option<StateError> {
+        self.failure.take()
     }
 
     fn wants_ticks(&self) -> bool {

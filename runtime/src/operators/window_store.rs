@@ -121,13 +121,22 @@ impl WindowAgg {
         };
         let mut batch = WriteBatch::default();
         let target = st.cache_entries / 2;
+        // Entries count as clean, and panes as evictable, only once their write succeeded: a
+        // failed write leaves them dirty for the next attempt (the task stops on it anyway).
         for (&(end, start), pane) in self.panes.iter_mut().rev() {
-            for (key, e) in pane.keys.iter_mut() {
+            let mut wrote = false;
+            for (key, e) in pane.keys.iter() {
                 if e.dirty {
-                    batch.put(pane_key(st, end, start, key), entry_value(e));
-                    e.dirty = false;
                     pane.persisted = true;
+                    wrote = true;
+                    batch.put(pane_key(st, end, start, key), entry_value(e));
                     st.store.write_when_full(&mut batch)?;
+                }
+            }
+            st.store.write(std::mem::take(&mut batch))?;
+            if wrote {
+                for (_, e) in pane.keys.iter_mut() {
+                    e.dirty = false;
                 }
             }
             if evict && self.cached > target {
@@ -137,9 +146,9 @@ impl WindowAgg {
                 pane.persisted = true;
             }
         }
-        for key in self.dirty_sessions.drain() {
-            let k = session_key(st, &key);
-            match self.sessions.get(&key) {
+        for key in self.dirty_sessions.iter() {
+            let k = session_key(st, key);
+            match self.sessions.get(key) {
                 Some(list) if !list.is_empty() => {
                     let mut v = Vec::new();
                     put_u64(list.len() as u64, &mut v);
@@ -156,6 +165,7 @@ impl WindowAgg {
             st.store.write_when_full(&mut batch)?;
         }
         st.store.write(batch)?;
+        self.dirty_sessions.clear();
         // Every session is clean now: whichever go, the store has them. Their timers stay.
         if evict && self.cached + self.sessions.len() > target {
             let mut drop = (self.cached + self.sessions.len() - target).min(self.sessions.len());
