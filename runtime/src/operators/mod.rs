@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod combiner;
 pub mod join;
 mod join_store;
+mod session;
 mod slice_map;
 pub mod stateless;
 pub mod top;
