@@ -36,6 +36,8 @@ pub struct Outputs {
     edges: Vec<Edge>,
     max_parallelism: u32,
     key_buf: Vec<u8>,
+    /// Where each row's key bytes end in `key_buf` (`partition`).
+    key_ends: Vec<usize>,
     parts: Vec<Batch>,
     owners: Vec<usize>,
 }
@@ -99,6 +101,7 @@ impl Outputs {
             edges,
             max_parallelism: graph.max_parallelism,
             key_buf: Vec::new(),
+            key_ends: Vec::new(),
             parts: Vec::new(),
             owners: Vec::new(),
         }
@@ -229,27 +232,40 @@ impl Outputs {
         let mut owners = std::mem::take(&mut self.owners);
         owners.clear();
         let mut counts = vec![0usize; n];
+        // Every row's key bytes first, hashed in a second pass: hashing each key right after
+        // writing it loaded words its byte-sized writes had not yet completed (a stalled load
+        // per record, a fifth of this function's time).
+        let (bytes, ends) = (&mut self.key_buf, &mut self.key_ends);
+        bytes.clear();
+        ends.clear();
         'rows: for (row, _) in batch.rows() {
-            self.key_buf.clear();
+            let start = bytes.len();
             for k in keys.iter() {
                 if let Some((_, f)) = k.field {
-                    canonical_value_bytes(&row[f], &mut self.key_buf);
+                    canonical_value_bytes(&row[f], bytes);
                     continue;
                 }
                 match k.eval(&[row]) {
-                    Ok(v) => canonical_bytes(&v, &mut self.key_buf),
+                    Ok(v) => canonical_bytes(&v, bytes),
                     Err(e) => {
                         emit.dead_row(&batch.schema, row, format!("key: {e}"));
-                        owners.push(DEAD);
+                        bytes.truncate(start);
+                        ends.push(DEAD);
                         continue 'rows;
                     }
                 }
             }
-            let w = owner(
-                key_group(&self.key_buf, self.max_parallelism),
-                n,
-                self.max_parallelism,
-            );
+            ends.push(bytes.len());
+        }
+        let mut start = 0;
+        for &end in ends.iter() {
+            if end == DEAD {
+                owners.push(DEAD);
+                continue;
+            }
+            let kg = key_group(&bytes[start..end], self.max_parallelism);
+            let w = owner(kg, n, self.max_parallelism);
+            start = end;
             counts[w] += 1;
             owners.push(w);
         }

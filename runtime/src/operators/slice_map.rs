@@ -99,11 +99,12 @@ impl SliceMap {
                     self.entries.pop();
                     return Err(e);
                 }
-                self.keys.push(Key::new());
-                match key {
-                    [one] => self.keys[i].push(one.clone()),
-                    _ => self.keys[i].extend(key.iter().cloned()),
-                }
+                // A one-value key is built whole: an empty key pushed, then filled, was read
+                // back before its first write had reached the cache (a stalled load).
+                self.keys.push(match key {
+                    [one] => Key::from_buf([one.clone()]),
+                    _ => key.iter().cloned().collect(),
+                });
                 let keys = &self.keys;
                 self.index
                     .insert_unique(hash, i as u32, |&j| hasher.hash_one(&keys[j as usize][..]));
