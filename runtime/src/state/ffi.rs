@@ -2,7 +2,8 @@
 //! SSTs another database wrote, keeping their sequence numbers (`allow_db_generated_files`).
 //! A restoring worker needs it to build its database from only the SSTs overlapping its key
 //! groups (`StateStore::from_ssts`); without it, it had to download every file of an old
-//! instance. The crate's only unsafe code is here, on handles owned for the call.
+//! instance. Its unsafe code works on handles owned for the call (the crate has one other
+//! unsafe block: `Value::clone` in `record.rs`).
 
 use librocksdb_sys as ffi;
 use rocksdb::{AsRawPtr as _, DB};
