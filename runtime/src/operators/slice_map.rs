@@ -100,7 +100,8 @@ impl SliceMap {
                     return Err(e);
                 }
                 // A one-value key is built whole: an empty key pushed, then filled, was read
-                // back before its first write had reached the cache (a stalled load).
+                // back before its first write had reached the cache (a stalled load). Built
+                // whole it still passes through the stack, and one such load is left.
                 self.keys.push(match key {
                     [one] => Key::from_buf([one.clone()]),
                     _ => key.iter().cloned().collect(),
