@@ -386,6 +386,51 @@ impl Batch {
         (self.values, self.times)
     }
 
+    /// Moves row `i` into `parts[owners[i]]`, dropping the rows whose owner is out of range.
+    ///
+    /// Rows move as their bytes: taking each value out of its slot (writing a null back) went
+    /// through the stack in pieces the next load could not be forwarded from, a stall per
+    /// value, and was most of a keyed exchange's cost per record.
+    pub fn scatter(self, owners: &[usize], parts: &mut [Batch]) {
+        assert_eq!(owners.len(), self.times.len(), "one owner per row");
+        let w = self.width();
+        let (mut values, times) = (self.values, self.times);
+        assert_eq!(values.len(), w * times.len(), "rows of the schema's width");
+        let src = values.as_mut_ptr();
+        // SAFETY: from here `values` only owns its buffer; each row below is either copied
+        // out bitwise (ownership moves to its part) or dropped in place, exactly once. Should
+        // anything panic midway, the rows not yet handled leak instead of dropping twice.
+        unsafe { values.set_len(0) };
+        for (i, (&o, &t)) in owners.iter().zip(&times).enumerate() {
+            // SAFETY: `i < times.len()`, so the row lies within the buffer's initialised part.
+            let row = unsafe { src.add(i * w) };
+            match parts.get_mut(o) {
+                Some(p) => {
+                    p.values.reserve(w);
+                    let len = p.values.len();
+                    // SAFETY: `reserve` made room for `w` values after `len`; source and
+                    // destination are different buffers, and the source row is never used again.
+                    unsafe {
+                        let dst = p.values.as_mut_ptr().add(len);
+                        match w {
+                            1 => dst.write(row.read()),
+                            2 => dst
+                                .cast::<[Value; 2]>()
+                                .write(row.cast::<[Value; 2]>().read()),
+                            _ => std::ptr::copy_nonoverlapping(row, dst, w),
+                        }
+                        p.values.set_len(len + w);
+                    }
+                    p.times.push(t);
+                }
+                // SAFETY: the row is initialised and, with the length at 0, owned by nobody else.
+                None => unsafe {
+                    std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(row, w))
+                },
+            }
+        }
+    }
+
     /// Removes every row, keeping the memory.
     pub fn clear(&mut self) {
         self.values.clear();
@@ -501,6 +546,42 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!(b.row(1), &[Value::Int(2), Value::from("s2")]);
         assert_eq!(b.times(), &[0, 20, 40]);
+    }
+
+    #[test]
+    fn scatter_moves_each_row_to_its_owner_and_drops_the_rest() {
+        let long = |i: i64| format!("row {i}: a string long enough to live on the heap");
+        for width in 0..4usize {
+            let fields: Vec<(String, Type)> =
+                (0..width).map(|f| (format!("f{f}"), Type::Any)).collect();
+            let schema = Arc::new(Schema::new(fields));
+            let mut b = Batch::new(schema.clone());
+            let row = |i: i64| -> Vec<Value> {
+                (0..width)
+                    .map(|f| match f {
+                        0 => Value::Int(i),
+                        1 => Value::from(long(i).as_str()),
+                        _ => Value::from("inline"),
+                    })
+                    .collect()
+            };
+            for i in 0..100 {
+                b.push(row(i), i * 10);
+            }
+            // Owner 3 is out of range: those rows are dropped (freeing a heap string twice
+            // would abort the test in the allocator).
+            let owners: Vec<usize> = (0..100).map(|i| (i * 7 % 4) as usize).collect();
+            let mut parts: Vec<Batch> = (0..3).map(|_| Batch::new(schema.clone())).collect();
+            b.scatter(&owners, &mut parts);
+            for (p, part) in parts.iter().enumerate() {
+                let want: Vec<i64> = (0..100).filter(|i| owners[*i as usize] == p).collect();
+                assert_eq!(part.len(), want.len(), "width {width} part {p}");
+                for (j, i) in want.iter().enumerate() {
+                    assert_eq!(part.row(j), &row(*i)[..], "width {width} part {p} row {j}");
+                    assert_eq!(part.time(j), i * 10);
+                }
+            }
+        }
     }
 
     #[test]
