@@ -14,6 +14,8 @@ use crate::record::{Schema, Type, Value};
 use compact_str::CompactString;
 use serde::Deserialize as _;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use shape::Shape;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// Decodes JSON-object records (a file's lines, a Kafka value) into rows of a schema, with
@@ -84,13 +86,20 @@ pub struct RowDecoder {
     schema: Arc<Schema>,
     mask: Option<Arc<[bool]>>,
     keys: KeyTable,
+    /// The last record's layout, which the next one most likely repeats.
+    shape: RefCell<Shape>,
 }
 
 impl RowDecoder {
     /// `mask`: the fields to decode (`None`: all); the others are skipped like unknown keys.
     pub fn new(schema: Arc<Schema>, mask: Option<Arc<[bool]>>) -> RowDecoder {
         let keys = KeyTable::new(&schema, mask.as_deref());
-        RowDecoder { schema, mask, keys }
+        RowDecoder {
+            schema,
+            mask,
+            keys,
+            shape: RefCell::default(),
+        }
     }
 
     /// Decodes `text` into `row`, which ends up with the schema's width: decoded fields set,
@@ -109,10 +118,15 @@ impl RowDecoder {
     /// Decodes `text` into `row`, which has the schema's width and only nulls. On error the
     /// row's content is unspecified.
     pub fn decode_nulled(&self, text: &str, row: &mut [Value]) -> Result<(), serde_json::Error> {
-        if self.fast(text, row).is_some() {
+        let mut shape = self.shape.borrow_mut();
+        if shape.decode(text, row).is_some() {
             return Ok(());
         }
-        // The scanner may have filled some fields before giving up.
+        // Each attempt may have filled some fields before giving up.
+        clear(row);
+        if self.fast(text, row, Some(&mut shape)).is_some() {
+            return Ok(());
+        }
         clear(row);
         let mut de = serde_json::Deserializer::from_str(text);
         RowSeed {
@@ -125,13 +139,18 @@ impl RowDecoder {
     }
 
     /// The scanner: `None` when the record needs the serde path (which may or may not accept
-    /// it). Duplicate keys overwrite, last one wins, as in the serde path.
-    fn fast(&self, text: &str, row: &mut [Value]) -> Option<()> {
+    /// it). Duplicate keys overwrite, last one wins, as in the serde path. A record it takes
+    /// becomes `learn`'s shape.
+    fn fast(&self, text: &str, row: &mut [Value], mut learn: Option<&mut Shape>) -> Option<()> {
         let b = text.as_bytes();
+        if let Some(shape) = learn.as_deref_mut() {
+            shape.start();
+        }
         let mut i = ws(b, 0);
         if b.get(i) != Some(&b'{') {
             return None;
         }
+        let mut sep = i;
         i = ws(b, i + 1);
         if b.get(i) == Some(&b'}') {
             i += 1;
@@ -145,12 +164,19 @@ impl RowDecoder {
                 if b.get(i) != Some(&b':') {
                     return None;
                 }
+                let colon = i;
                 i = ws(b, i + 1);
-                i = match self.keys.find(b, start, end) {
+                let key = self.keys.find(b, start, end);
+                let value = i;
+                i = match key {
                     Some(k) => put(text, i, k.ty, row.get_mut(k.slot)?)?,
                     None => skip(b, i)?,
                 };
+                if let Some(shape) = learn.as_deref_mut() {
+                    shape.step(b, sep, start, colon, value, i, key);
+                }
                 i = ws(b, i);
+                sep = i;
                 match b.get(i) {
                     Some(b',') => i = ws(b, i + 1),
                     Some(b'}') => {
@@ -161,7 +187,13 @@ impl RowDecoder {
                 }
             }
         }
-        (ws(b, i) == b.len()).then_some(())
+        if ws(b, i) != b.len() {
+            return None;
+        }
+        if let Some(shape) = learn {
+            shape.finish(b, sep);
+        }
+        Some(())
     }
 }
 
@@ -175,7 +207,7 @@ fn clear(row: &mut [Value]) {
 
 /// The first byte at or after `i` that is not JSON whitespace (the set serde_json skips).
 #[inline]
-fn ws(b: &[u8], mut i: usize) -> usize {
+pub(super) fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
         i += 1;
     }
@@ -219,7 +251,7 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
 /// (left to serde for its message). The value goes straight into its slot: building a
 /// [`Value`] first and matching on it made the compiler shuffle it through the stack.
 #[inline(always)]
-fn put(text: &str, i: usize, ty: Type, slot: &mut Value) -> Option<usize> {
+pub(super) fn put(text: &str, i: usize, ty: Type, slot: &mut Value) -> Option<usize> {
     let b = text.as_bytes();
     match (*b.get(i)?, ty) {
         (b'"', Type::String | Type::Any) => {
@@ -323,7 +355,7 @@ fn eight_digits(b: &[u8], j: usize) -> Option<i64> {
 
 /// Skips a value the row does not take, checking its syntax as serde's skipping does.
 #[inline]
-fn skip(b: &[u8], i: usize) -> Option<usize> {
+pub(super) fn skip(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
         b'"' => string_end(b, i + 1).map(|end| end + 1),
         b'-' | b'0'..=b'9' => skip_number(b, i),
@@ -370,7 +402,7 @@ fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// A decoded field: where it goes and its type.
 #[derive(Clone, Copy)]
-struct Key {
+pub(super) struct Key {
     slot: usize,
     ty: Type,
 }
@@ -586,3 +618,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
 #[cfg(test)]
 #[path = "json_tests.rs"]
 mod tests;
+
+#[path = "json_shape.rs"]
+mod shape;

@@ -229,8 +229,65 @@ proptest! {
         let d = RowDecoder::new(schema(), mask.map(Arc::from));
         let mut row = vec![Value::Null; 11];
         // Flat records whose types fit never need the serde path.
-        prop_assert!(d.fast(&text, &mut row).is_some(), "{}", text);
+        prop_assert!(d.fast(&text, &mut row, None).is_some(), "{}", text);
     }
+
+    /// One decoder through a run of records: each record's layout is predicted from the one
+    /// before, so each comes in twice, the second time with other digits (the same layout,
+    /// other values), between records of every kind.
+    #[test]
+    fn a_run_of_records_decodes_like_serde(
+        texts in prop::collection::vec(prop_oneof![flat_object(), object()], 1..8),
+        mask in mask(),
+    ) {
+        let schema = schema();
+        let d = RowDecoder::new(schema.clone(), mask.clone().map(Arc::from));
+        let mut row = vec![Value::from("stale"); schema.len()];
+        let other_digits = |t: &str| -> String {
+            t.chars()
+                .map(|c| match c {
+                    '1'..='8' => char::from(c as u8 + 1),
+                    '9' => '1',
+                    c => c,
+                })
+                .collect()
+        };
+        for text in &texts {
+            for text in [text.clone(), other_digits(text)] {
+                let want = reference(&schema, mask.as_deref(), &text);
+                prop_assert_eq!(decoded(&d, &mut row, &text), want, "{}", text);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repeated_layout_is_predicted_and_a_changed_one_is_not() {
+    let d = RowDecoder::new(schema(), None);
+    let mut row = vec![Value::Null; 11];
+    let first = r#"{"id":0,"user":"u5668","page":"/p/43","amount":5094,"ts":1700000000000}"#;
+    d.decode_nulled(first, &mut row).expect("decodes");
+    let mut next = vec![Value::Null; 11];
+    let same = r#"{"id":1,"user":"u4826","page":"/p/24","amount":3872,"ts":1700000000001}"#;
+    assert!(d.shape.borrow().decode(same, &mut next).is_some());
+    assert_eq!(next[1], Value::from("u4826"));
+    assert_eq!(next[4], Value::Int(1_700_000_000_001));
+    for other in [
+        r#"{"id":1,"user":"u4826","page":"/p/24","amount":3872}"#,
+        r#"{"id":1,"user":"u4826","page":"/p/24","amount":3872,"ts":1,"x":2}"#,
+        r#"{"id":1, "user":"u4826","page":"/p/24","amount":3872,"ts":1}"#,
+        r#"{"id":1,"usex":"u4826","page":"/p/24","amount":3872,"ts":1}"#,
+        r#" {"id":1,"user":"u4826","page":"/p/24","amount":3872,"ts":1}"#,
+    ] {
+        let mut row = vec![Value::Null; 11];
+        assert!(
+            d.shape.borrow().decode(other, &mut row).is_none(),
+            "{other}"
+        );
+    }
+    // A layout with whitespace between tokens is not learnt.
+    d.decode_nulled(r#"{"id": 1}"#, &mut row).expect("decodes");
+    assert!(d.shape.borrow().decode(r#"{"id": 2}"#, &mut row).is_none());
 }
 
 #[test]
@@ -245,7 +302,7 @@ fn typical_records_take_the_fast_path() {
             .as_str(),
         "{}",
     ] {
-        assert!(d.fast(text, &mut row).is_some(), "{text}");
+        assert!(d.fast(text, &mut row, None).is_some(), "{text}");
     }
     for text in [
         r#"{"user":"a\"b"}"#,
@@ -256,7 +313,7 @@ fn typical_records_take_the_fast_path() {
         r#"{"id":"1"}"#,
         r#"{"id":1} x"#,
     ] {
-        assert!(d.fast(text, &mut row).is_none(), "{text}");
+        assert!(d.fast(text, &mut row, None).is_none(), "{text}");
     }
 }
 
