@@ -60,7 +60,9 @@ pub enum Acc {
     Min(Value),
     Max(Value),
     Avg(f64, i64),
-    Distinct(HashSet<Value, foldhash::fast::RandomState>),
+    /// Boxed: the set is 40 bytes, and every accumulator is as large as the largest (a
+    /// count's entry in a window's slice map was 112 bytes for 8 bytes of count; now 96).
+    Distinct(Box<HashSet<Value, foldhash::fast::RandomState>>),
     First(i64, Value),
     Last(i64, Value),
 }
@@ -73,7 +75,7 @@ impl Acc {
             AggKind::Min => Acc::Min(Value::Null),
             AggKind::Max => Acc::Max(Value::Null),
             AggKind::Avg => Acc::Avg(0.0, 0),
-            AggKind::CountDistinct => Acc::Distinct(HashSet::default()),
+            AggKind::CountDistinct => Acc::Distinct(Box::default()),
             AggKind::First => Acc::First(i64::MAX, Value::Null),
             AggKind::Last => Acc::Last(i64::MIN, Value::Null),
         }

@@ -250,9 +250,12 @@ impl Combiner {
             let mut pane = entry.remove();
             self.entries -= pane.len();
             sent += pane.len() as u64;
-            for (key, mut e) in pane.drain() {
-                let p = &mut out[owner(&key).min(targets - 1)];
-                p.keys.extend(key);
+            let mut drain = pane.drain();
+            while let Some((mut e, key)) = drain.next_entry() {
+                self.key_buf.clear();
+                self.key_buf.extend(key);
+                let p = &mut out[owner(&self.key_buf).min(targets - 1)];
+                p.keys.append(&mut self.key_buf);
                 p.slices.push((start, end));
                 let records = match e.accs.pop() {
                     Some(Acc::Count(n)) => n.max(0) as u64,
@@ -262,6 +265,7 @@ impl Combiner {
                 p.records.push(records);
                 p.accs.extend(e.accs);
             }
+            drop(drain);
             if self.spare.len() < 2 {
                 self.spare.push(pane);
             }

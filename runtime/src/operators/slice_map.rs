@@ -9,7 +9,7 @@
 //! key from a 144-byte `(key, entry)` pair was the hottest instruction of a keyed count.
 
 use super::aggregate::Accs;
-use super::window_agg::{Entry, Key};
+use super::window_agg::Entry;
 use crate::record::Value;
 use hashbrown::HashTable;
 use std::hash::BuildHasher as _;
@@ -17,7 +17,13 @@ use std::hash::BuildHasher as _;
 #[derive(Default)]
 pub(super) struct SliceMap {
     index: HashTable<u32>,
-    keys: Vec<Key>,
+    /// Key `i` is `keys[i * width..][..width]`: one vector of values rather than a vector
+    /// per key, whose header made a key 32 bytes and whose copy into place went through the
+    /// stack in pieces (a stalled load per new key).
+    keys: Vec<Value>,
+    /// Values per key, set by the first insert into an empty map (a window's keys all have
+    /// the width of its `keyBy`).
+    width: usize,
     entries: Vec<Entry>,
     hasher: foldhash::fast::RandomState,
     /// The entry the last lookup found: runs of one key (a global key, as in `keyBy: {all:
@@ -30,6 +36,7 @@ impl SliceMap {
         SliceMap {
             index: HashTable::with_capacity(n),
             keys: Vec::with_capacity(n),
+            width: 0,
             entries: Vec::with_capacity(n),
             hasher: Default::default(),
             last: None,
@@ -48,10 +55,21 @@ impl SliceMap {
         self.last = None;
     }
 
+    /// Key `i`.
+    #[inline]
+    fn key(keys: &[Value], width: usize, i: usize) -> &[Value] {
+        &keys[i * width..(i + 1) * width]
+    }
+
     fn find(&self, key: &[Value]) -> Option<usize> {
+        if key.len() != self.width {
+            return None;
+        }
         let hash = self.hasher.hash_one(key);
         self.index
-            .find(hash, |&i| self.keys[i as usize][..] == *key)
+            .find(hash, |&i| {
+                Self::key(&self.keys, self.width, i as usize) == key
+            })
             .map(|&i| i as usize)
     }
 
@@ -75,8 +93,13 @@ impl SliceMap {
         key: &[Value],
         init: impl FnOnce(&mut Entry) -> Result<(), E>,
     ) -> Result<(&mut Entry, bool), E> {
+        if self.entries.is_empty() {
+            self.width = key.len();
+        }
+        let width = self.width;
+        assert_eq!(key.len(), width, "a slice's keys all have one width");
         if let Some(i) = self.last
-            && self.keys[i][..] == *key
+            && Self::key(&self.keys, width, i) == key
         {
             return Ok((&mut self.entries[i], false));
         }
@@ -85,7 +108,7 @@ impl SliceMap {
         let hasher = &self.hasher;
         let found = self
             .index
-            .find(hash, |&i| keys[i as usize][..] == *key)
+            .find(hash, |&i| Self::key(keys, width, i as usize) == key)
             .copied();
         let (i, inserted) = match found {
             Some(i) => (i as usize, false),
@@ -99,16 +122,14 @@ impl SliceMap {
                     self.entries.pop();
                     return Err(e);
                 }
-                // A one-value key is built whole: an empty key pushed, then filled, was read
-                // back before its first write had reached the cache (a stalled load). Built
-                // whole it still passes through the stack, and one such load is left.
-                self.keys.push(match key {
-                    [one] => Key::from_buf([one.clone()]),
-                    _ => key.iter().cloned().collect(),
-                });
+                match key {
+                    [one] => self.keys.push(one.clone()),
+                    _ => self.keys.extend(key.iter().cloned()),
+                }
                 let keys = &self.keys;
-                self.index
-                    .insert_unique(hash, i as u32, |&j| hasher.hash_one(&keys[j as usize][..]));
+                self.index.insert_unique(hash, i as u32, |&j| {
+                    hasher.hash_one(Self::key(keys, width, j as usize))
+                });
                 (i, true)
             }
         };
@@ -123,24 +144,46 @@ impl SliceMap {
         if let Ok(slot) = self.index.find_entry(hash, |&i| i == last) {
             slot.remove();
             self.entries.pop();
-            self.keys.pop();
+            self.keys.truncate(self.entries.len() * self.width);
             self.last = None;
         }
     }
 
-    /// Takes every key and entry out, leaving the map empty with its memory.
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = (Key, Entry)> + '_ {
+    /// Takes every key and entry out, leaving the map empty with its memory: the keys' values
+    /// in order (`width` per entry) and the entries.
+    pub(super) fn drain(&mut self) -> Drain<'_> {
         self.index.clear();
         self.last = None;
-        self.keys.drain(..).zip(self.entries.drain(..))
+        Drain {
+            width: self.width,
+            keys: self.keys.drain(..),
+            entries: self.entries.drain(..),
+        }
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> {
-        self.keys.iter().zip(&self.entries)
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[Value], &Entry)> {
+        let (keys, width) = (&self.keys, self.width);
+        (self.entries.iter().enumerate()).map(move |(i, e)| (Self::key(keys, width, i), e))
     }
 
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&Key, &mut Entry)> {
-        self.keys.iter().zip(&mut self.entries)
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&[Value], &mut Entry)> {
+        let (keys, width) = (&self.keys, self.width);
+        (self.entries.iter_mut().enumerate()).map(move |(i, e)| (Self::key(keys, width, i), e))
+    }
+}
+
+/// A drained map's keys and entries.
+pub(super) struct Drain<'a> {
+    width: usize,
+    keys: std::vec::Drain<'a, Value>,
+    entries: std::vec::Drain<'a, Entry>,
+}
+
+impl Drain<'_> {
+    /// The next entry, and its key's values.
+    pub(super) fn next_entry(&mut self) -> Option<(Entry, impl Iterator<Item = Value> + '_)> {
+        let e = self.entries.next()?;
+        Some((e, self.keys.by_ref().take(self.width)))
     }
 }
 
@@ -185,8 +228,13 @@ mod tests {
             .get_or_try_insert(&[Value::Int(2)], count(3))
             .expect("inserts");
         assert!(inserted);
-        let drained: Vec<Key> = m.drain().map(|(k, _)| k).collect();
-        assert_eq!(drained.len(), 2);
+        let mut drained = Vec::new();
+        let mut d = m.drain();
+        while let Some((_, key)) = d.next_entry() {
+            drained.push(key.collect::<Vec<_>>());
+        }
+        drop(d);
+        assert_eq!(drained, [vec![Value::Int(1)], vec![Value::Int(2)]]);
         assert_eq!(m.len(), 0);
         assert!(!m.contains_key(&[Value::Int(1)]));
         let failed = m.get_or_try_insert(&[Value::Int(1)], |_| Err("no"));

@@ -504,13 +504,16 @@ fn merge_accs(into: &mut Accs, from: &[Acc]) -> Result<(), crate::state::StateEr
 
 fn merge_into(
     merged: &mut Map<Key, Accs>,
-    key: &Key,
+    key: &[Value],
     accs: &[Acc],
 ) -> Result<(), crate::state::StateError> {
     match merged.get_mut(key) {
         Some(a) => merge_accs(a, accs),
         None => {
-            merged.insert(key.clone(), accs.iter().cloned().collect());
+            merged.insert(
+                key.iter().cloned().collect(),
+                accs.iter().cloned().collect(),
+            );
             Ok(())
         }
     }
@@ -662,6 +665,14 @@ impl Operator for WindowAgg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every record that opens a key in a slice writes an entry, and most records of a keyed
+    /// count do: 112 bytes (1.75 cache lines) before a count-distinct's set was boxed.
+    #[test]
+    fn a_slice_entry_stays_small() {
+        assert!(std::mem::size_of::<Acc>() <= 40, "accumulator");
+        assert!(std::mem::size_of::<Entry>() <= 96, "entry");
+    }
 
     /// A batch processed after a tick that fired up to a later time than the batch's own
     /// clock reading (the same millisecond as the tick, or a clock stepped back) is counted in

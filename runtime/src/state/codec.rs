@@ -162,7 +162,7 @@ impl Reader<'_> {
                 for _ in 0..n {
                     set.insert(self.value()?);
                 }
-                Acc::Distinct(set)
+                Acc::Distinct(Box::new(set))
             }
             6 => Acc::First(self.u64()? as i64, self.value()?),
             7 => Acc::Last(self.u64()? as i64, self.value()?),
