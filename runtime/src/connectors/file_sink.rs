@@ -8,6 +8,7 @@
 //! result exactly once, and nothing uncommitted is ever visible in it.
 
 use super::ConnectorError;
+use super::sink::WRITE_BUFFER;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -115,7 +116,7 @@ impl TxnFileSink {
         if self.current.is_none() {
             let p = self.part(self.epoch);
             let f = File::create(&p).map_err(io(&p))?;
-            self.current = Some((BufWriter::with_capacity(256 * 1024, f), 0));
+            self.current = Some((BufWriter::with_capacity(WRITE_BUFFER, f), 0));
         }
         if let Some((w, n)) = self.current.as_mut() {
             w.write_all(bytes).map_err(io(&self.staging))?;

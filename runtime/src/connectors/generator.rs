@@ -57,22 +57,29 @@ impl Clock {
     }
 }
 
+#[inline]
 pub(crate) fn prefixed(prefix: &str, n: u64) -> Value {
-    let mut buf = itoa::Buffer::new();
-    let digits = buf.format(n);
-    // Assemble short strings on the stack so the CompactString is built inline in one go.
-    let len = prefix.len() + digits.len();
+    let digits = n.checked_ilog10().unwrap_or(0) as usize + 1;
+    let len = prefix.len() + digits;
+    // Short strings are assembled on the stack with the digits written in place (inlined, a
+    // constant prefix is a fixed-size copy): copying itoa's digits and the prefix, both of
+    // variable length, called `memcpy` twice a record.
     if len <= 24 {
         let mut tmp = [0u8; 24];
         tmp[..prefix.len()].copy_from_slice(prefix.as_bytes());
-        tmp[prefix.len()..len].copy_from_slice(digits.as_bytes());
+        let mut m = n;
+        for slot in tmp[prefix.len()..len].iter_mut().rev() {
+            *slot = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
         if let Ok(s) = std::str::from_utf8(&tmp[..len]) {
             return Value::Str(CompactString::new(s));
         }
     }
+    let mut buf = itoa::Buffer::new();
     let mut s = CompactString::with_capacity(len);
     s.push_str(prefix);
-    s.push_str(digits);
+    s.push_str(buf.format(n));
     Value::Str(s)
 }
 
@@ -254,6 +261,18 @@ impl Source for ClickSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixed_numbers_read_as_formatted() {
+        let mut ns = vec![0u64, 1, 9, 10, 99, 100, 12_345, u64::MAX, u64::MAX / 10];
+        ns.extend((0..64).map(|b| 1u64 << b));
+        for prefix in ["", "u", "/p/", "https://nexmark.example/item/"] {
+            for &n in &ns {
+                let want = format!("{prefix}{n}");
+                assert_eq!(prefixed(prefix, n), Value::from(want.as_str()), "{want}");
+            }
+        }
+    }
 
     #[test]
     fn clock_agrees_with_the_spec_formula() {

@@ -367,7 +367,44 @@ pub(super) fn skip(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// A JSON number's grammar; skipped numbers are not range-checked by serde either.
-fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
+#[inline]
+fn skip_number(b: &[u8], i: usize) -> Option<usize> {
+    // The usual number, an integer, is its digits counted eight at a time; the byte-by-byte
+    // loop below was two-thirds of skipping a record's unused fields.
+    let start = i + (b.get(i) == Some(&b'-')) as usize;
+    let run = digit_run(b, start);
+    match b.get(start + run) {
+        _ if run == 0 => None,
+        Some(b'.' | b'e' | b'E') => skip_number_slow(b, i),
+        // A leading zero is an error, as in `int`.
+        _ if run > 1 && b[start] == b'0' => None,
+        _ => Some(start + run),
+    }
+}
+
+/// How many ASCII digits `b[i..]` starts with.
+#[inline(always)]
+fn digit_run(b: &[u8], i: usize) -> usize {
+    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    let mut n = 0;
+    while let Some(&word) = b.get(i + n..).and_then(|r| r.first_chunk::<8>()) {
+        // A digit is 0x30-0x39: zero high nibble after the xor, and a low one that 6 does not
+        // carry past 0xF. No carry crosses a byte: a low nibble plus 6 is at most 0x15.
+        let x = u64::from_le_bytes(word) ^ (ONES * 0x30);
+        let other = (x & HIGH) | (((x & LOW) + ONES * 6) & HIGH);
+        if other != 0 {
+            return n + (other.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while let Some(b'0'..=b'9') = b.get(i + n) {
+        n += 1;
+    }
+    n
+}
+
+fn skip_number_slow(b: &[u8], mut i: usize) -> Option<usize> {
     let digits = |b: &[u8], mut i: usize| {
         let start = i;
         while let Some(b'0'..=b'9') = b.get(i) {

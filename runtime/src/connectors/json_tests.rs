@@ -350,3 +350,43 @@ fn integers_of_every_length_parse_exactly() {
     assert_eq!(int(b"12345678:", 0), Some((12345678, 8)));
     assert_eq!(int(b"1234567/", 0), Some((1234567, 7)));
 }
+
+#[test]
+fn skipping_numbers_agrees_with_the_grammar() {
+    let mut texts = vec![
+        "0",
+        "-0",
+        "01",
+        "-",
+        "",
+        "-a",
+        "1.5",
+        "1e5",
+        "1E+5",
+        "0.",
+        "12345678",
+        "123456789",
+        "1234567890123456789012",
+        "-1234567.5e-3",
+        "7,",
+        "7}",
+        "77777777x",
+        "99999999.",
+    ];
+    let long: Vec<String> = (0..40)
+        .flat_map(|n| {
+            let digits: String = (0..n).map(|i| char::from(b'1' + (i % 9) as u8)).collect();
+            [
+                format!("{digits}"),
+                format!("-{digits},"),
+                format!("{digits}.5}}"),
+                format!("{digits}:"),
+            ]
+        })
+        .collect();
+    texts.extend(long.iter().map(String::as_str));
+    for t in texts {
+        let b = t.as_bytes();
+        assert_eq!(skip_number(b, 0), skip_number_slow(b, 0), "{t:?}");
+    }
+}

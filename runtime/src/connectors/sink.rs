@@ -5,6 +5,11 @@ use crate::operators::DeadLetter;
 use crate::record::{Batch, JsonLines, write_json_str};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+
+/// Smaller than a chunk of 1,024 encoded results, which then goes straight to the file
+/// instead of being copied into the buffer first (2-3 % of a keyed count's instructions with
+/// 256 KiB); small writes (dead letters, a watermark's few rows) are still gathered.
+pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
 use std::path::Path;
 
 /// A sink instance; sinks run as a single instance that all workers feed.
@@ -62,7 +67,7 @@ impl LineSink {
                 .map_err(io)?;
                 LineSink {
                     name: path.clone(),
-                    out: Box::new(BufWriter::with_capacity(256 * 1024, f)),
+                    out: Box::new(BufWriter::with_capacity(WRITE_BUFFER, f)),
                     buf: String::new(),
                     lines: Vec::new(),
                 }

@@ -45,9 +45,8 @@ pub struct Emit {
 /// Rows encoded as JSON lines as they are emitted, a few dozen at a time.
 struct Lines {
     encoder: crate::record::JsonLines,
-    /// The chunk being filled; its length runs ahead of `pos` (see `JsonLines::encode_at`).
+    /// The chunk being filled.
     buf: Vec<u8>,
-    pos: usize,
     rows: usize,
     ready: Vec<(Vec<u8>, usize)>,
     /// The last chunk's size: a new chunk starts that big instead of doubling its way up.
@@ -82,7 +81,6 @@ impl Emit {
         self.lines = Some(Lines {
             encoder,
             buf: Vec::new(),
-            pos: 0,
             rows: 0,
             ready: Vec::new(),
             hint: 0,
@@ -110,24 +108,24 @@ impl Emit {
             return;
         };
         if !self.cur.is_empty() {
-            if l.pos == 0 && l.buf.len() < l.hint {
-                l.buf.resize(l.hint, 0);
+            if l.buf.capacity() == 0 {
+                // Room for the last full chunk and an eighth more: chunks vary with their
+                // keys' lengths, and growing one copies it.
+                l.buf.reserve(l.hint + l.hint / 8);
             }
-            l.pos = l.encoder.encode_at(&self.cur, &mut l.buf, l.pos);
+            l.encoder.encode(&self.cur, &mut l.buf);
             l.rows += self.cur.len();
             self.cur.clear();
         }
         if l.rows > 0 && (close || l.rows >= BATCH_SIZE) {
             let mut chunk = std::mem::take(&mut l.buf);
-            chunk.truncate(l.pos);
             if l.rows >= BATCH_SIZE {
-                l.hint = l.pos;
+                l.hint = chunk.len();
             } else if chunk.capacity() > 2 * chunk.len() + 4096 {
                 // A few rows flushed by a watermark: do not ship a full chunk's allocation.
                 chunk.shrink_to_fit();
             }
             l.ready.push((chunk, l.rows));
-            l.pos = 0;
             l.rows = 0;
         }
     }

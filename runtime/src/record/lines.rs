@@ -2,8 +2,8 @@
 //!
 //! A result row is a handful of short pieces (`{"user":`, a key, two timestamps, a count), and
 //! appending each with `push_str` called `memcpy` about nine times a row, which cost more than
-//! formatting the numbers. Here the output is sized ahead of the write position, so each
-//! piece is copied with a few overlapping fixed-size moves the compiler inlines.
+//! formatting the numbers. Here room is made ahead of the write position, so each piece is
+//! copied with a few overlapping fixed-size moves the compiler inlines.
 
 use super::{Batch, Schema, Value, write_json_str};
 
@@ -34,31 +34,18 @@ impl JsonLines {
 
     /// Appends one line per row to `out`.
     pub fn encode(&self, batch: &Batch, out: &mut Vec<u8>) {
-        let pos = out.len();
-        out.resize(
-            pos + batch.len() * (self.frame + 16 * self.prefixes.len()),
-            0,
-        );
-        let end = self.encode_at(batch, out, pos);
-        out.truncate(end);
-    }
-
-    /// Writes one line per row into `out` from `pos` on, returning the end of what it wrote.
-    /// `out` grows as needed and may end past the returned position (zeros, or older bytes):
-    /// a caller encoding many small batches into one buffer keeps its length ahead of the
-    /// writes, so the buffer is not zeroed again each time.
-    pub fn encode_at(&self, batch: &Batch, out: &mut Vec<u8>, pos: usize) -> usize {
-        let mut w = Writer { out, pos };
+        let mut w = Writer::new(out);
         // The last integer written in each column, already formatted: window bounds repeat
         // down a batch of results, and formatting a 13-digit time cost more than copying it.
         let mut last = vec![IntMemo::default(); self.prefixes.len()];
+        w.room(batch.len() * (self.frame + 16 * self.prefixes.len()));
         if self.prefixes.is_empty() {
             // No fields: `rows()` yields nothing for a zero-width batch, but each row is `{}`.
             for _ in batch.times() {
                 w.room(3);
                 w.put(b"{}\n");
             }
-            return w.pos;
+            return w.finish();
         }
         for (row, _) in batch.rows() {
             for ((p, v), memo) in self.prefixes.iter().zip(row).zip(&mut last) {
@@ -72,7 +59,7 @@ impl JsonLines {
             w.room(2);
             w.put(b"}\n");
         }
-        w.pos
+        w.finish()
     }
 }
 
@@ -109,20 +96,30 @@ fn max_len(v: &Value) -> usize {
     }
 }
 
-/// Writes into a vector whose length runs ahead of the written bytes.
+/// Appends to a vector by writing into its spare capacity, setting its length once at the
+/// end. Growing its length ahead of the writes instead zeroed every byte before it was
+/// written, and a chunk outgrowing its guess was copied whole to grow, then zeroed again:
+/// a tenth of a keyed count's instructions went to `memset` and `memcpy`.
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
+    /// `out[out.len()..pos]` is written but not yet inside `out`'s length.
     pos: usize,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Writer<'a> {
+        let pos = out.len();
+        Writer { out, pos }
+    }
+
     /// Makes room for `n` more bytes.
     #[inline]
     fn room(&mut self, n: usize) {
-        let need = self.pos + n;
-        if need > self.out.len() {
-            let grown = need.max(self.out.len() * 2);
-            self.out.resize(grown, 0);
+        if self.pos + n > self.out.capacity() {
+            // SAFETY: every byte up to `pos` was written (see `put`), and growing keeps only
+            // the bytes inside the length.
+            unsafe { self.out.set_len(self.pos) };
+            self.out.reserve(n.max(self.out.capacity()));
         }
     }
 
@@ -130,32 +127,47 @@ impl Writer<'_> {
     #[inline]
     fn put(&mut self, s: &[u8]) {
         let n = s.len();
-        let dst = &mut self.out[self.pos..self.pos + n];
-        // Overlapping fixed-size copies: each `copy_from_slice` below has a constant length.
-        if n >= 16 {
-            if n > 64 {
-                dst[..n].copy_from_slice(s);
-            } else {
-                let mut i = 0;
-                while i + 16 <= n {
-                    dst[i..i + 16].copy_from_slice(&s[i..i + 16]);
-                    i += 16;
+        assert!(self.pos + n <= self.out.capacity(), "room made first");
+        let src = s.as_ptr();
+        // SAFETY: `dst..dst + n` lies in `out`'s capacity (checked above) and not in `s`,
+        // which the caller owns apart from `out`. Every copy below has a constant length and
+        // writes inside those `n` bytes; overlapping copies write the same bytes twice.
+        unsafe {
+            let dst = self.out.as_mut_ptr().add(self.pos);
+            let copy = |from: usize, len: usize| {
+                std::ptr::copy_nonoverlapping(src.add(from), dst.add(from), len)
+            };
+            if n >= 16 {
+                if n > 64 {
+                    copy(0, n);
+                } else {
+                    let mut i = 0;
+                    while i + 16 <= n {
+                        copy(i, 16);
+                        i += 16;
+                    }
+                    copy(n - 16, 16);
                 }
-                dst[n - 16..n].copy_from_slice(&s[n - 16..]);
+            } else if n >= 8 {
+                copy(0, 8);
+                copy(n - 8, 8);
+            } else if n >= 4 {
+                copy(0, 4);
+                copy(n - 4, 4);
+            } else if n >= 2 {
+                copy(0, 2);
+                copy(n - 2, 2);
+            } else if n == 1 {
+                copy(0, 1);
             }
-        } else if n >= 8 {
-            dst[..8].copy_from_slice(&s[..8]);
-            dst[n - 8..n].copy_from_slice(&s[n - 8..]);
-        } else if n >= 4 {
-            dst[..4].copy_from_slice(&s[..4]);
-            dst[n - 4..n].copy_from_slice(&s[n - 4..]);
-        } else if n >= 2 {
-            dst[..2].copy_from_slice(&s[..2]);
-            dst[n - 2..n].copy_from_slice(&s[n - 2..]);
-        } else if n == 1 {
-            dst[0] = s[0];
         }
         self.pos += n;
+    }
+
+    /// Takes the written bytes into the vector's length.
+    fn finish(self) {
+        // SAFETY: `put` wrote every byte from the old length up to `pos`, within capacity.
+        unsafe { self.out.set_len(self.pos) };
     }
 
     #[inline]
