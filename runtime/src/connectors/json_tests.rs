@@ -377,7 +377,7 @@ fn skipping_numbers_agrees_with_the_grammar() {
         .flat_map(|n| {
             let digits: String = (0..n).map(|i| char::from(b'1' + (i % 9) as u8)).collect();
             [
-                format!("{digits}"),
+                digits.clone(),
                 format!("-{digits},"),
                 format!("{digits}.5}}"),
                 format!("{digits}:"),
