@@ -77,6 +77,10 @@ impl SliceMap {
         self.find(key).map(|i| &self.entries[i])
     }
 
+    pub(super) fn get_mut(&mut self, key: &[Value]) -> Option<&mut Entry> {
+        self.find(key).map(|i| &mut self.entries[i])
+    }
+
     pub(super) fn contains_key(&self, key: &[Value]) -> bool {
         self.find(key).is_some()
     }
