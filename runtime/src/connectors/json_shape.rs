@@ -11,7 +11,8 @@
 use super::{Key, put, skip, ws};
 use crate::record::Value;
 
-/// Tokens this long or longer (a separator, a quoted key, a colon) are not predicted.
+/// Tokens (a separator, a quoted key, a colon) up to this long are checked in one compare;
+/// longer ones byte by byte.
 const TOKEN: usize = 16;
 
 #[derive(Default)]
@@ -24,11 +25,13 @@ pub(super) struct Shape {
 }
 
 struct Step {
-    /// The separator, quoted key and colon, zero-padded.
+    /// The separator, quoted key and colon, zero-padded (the first 16 bytes of a longer one).
     token: u128,
     /// The token's bytes in `token`.
     mask: u128,
     len: usize,
+    /// A token longer than [`TOKEN`], whole.
+    long: Option<Box<[u8]>>,
     /// Where its value goes (`None`: skipped).
     key: Option<Key>,
 }
@@ -80,16 +83,18 @@ impl Shape {
         // Compact: the separator right after the last value, the quote right after it, the
         // colon right after the key's closing quote and the value right after the colon.
         let tight = sep == self.next && open == sep + 2 && colon + 1 == value;
-        if !tight || len >= TOKEN {
+        if !tight {
             self.next = usize::MAX;
             return;
         }
+        let short = len.min(TOKEN);
         let mut bytes = [0u8; TOKEN];
-        bytes[..len].copy_from_slice(&b[sep..value]);
+        bytes[..short].copy_from_slice(&b[sep..sep + short]);
         self.steps.push(Step {
             token: u128::from_le_bytes(bytes),
-            mask: u128::MAX >> (128 - 8 * len),
+            mask: u128::MAX >> (128 - 8 * short),
             len,
+            long: (len > TOKEN).then(|| b[sep..value].into()),
             key,
         });
         self.next = end;
@@ -105,6 +110,9 @@ impl Step {
     /// Whether `b[i..]` starts with this step's token.
     #[inline(always)]
     fn at(&self, b: &[u8], i: usize) -> bool {
+        if let Some(long) = &self.long {
+            return b.get(i..i + self.len) == Some(&long[..]);
+        }
         match b.get(i..).and_then(|r| r.first_chunk::<TOKEN>()) {
             Some(w) => (u128::from_le_bytes(*w) ^ self.token) & self.mask == 0,
             None => {

@@ -285,6 +285,15 @@ fn a_repeated_layout_is_predicted_and_a_changed_one_is_not() {
             "{other}"
         );
     }
+    // Keys of any length are predicted (tokens past 16 bytes compare byte by byte).
+    let long = r#"{"a_rather_long_field_name":1,"window_start":2,"id":3}"#;
+    d.decode_nulled(long, &mut row).expect("decodes");
+    let mut next = vec![Value::Null; 11];
+    let again = r#"{"a_rather_long_field_name":7,"window_start":8,"id":9}"#;
+    assert!(d.shape.borrow().decode(again, &mut next).is_some());
+    assert_eq!(next[0], Value::Int(9));
+    let differs = r#"{"a_rather_long_field_namX":7,"window_start":8,"id":9}"#;
+    assert!(d.shape.borrow().decode(differs, &mut next).is_none());
     // A layout with whitespace between tokens is not learnt.
     d.decode_nulled(r#"{"id": 1}"#, &mut row).expect("decodes");
     assert!(d.shape.borrow().decode(r#"{"id": 2}"#, &mut row).is_none());
