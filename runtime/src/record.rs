@@ -381,11 +381,6 @@ impl Batch {
         }
     }
 
-    /// The rows' values (row-major) and times, for moving rows elsewhere.
-    pub fn into_parts(self) -> (Vec<Value>, Vec<i64>) {
-        (self.values, self.times)
-    }
-
     /// Moves row `i` into `parts[owners[i]]`, dropping the rows whose owner is out of range.
     ///
     /// Rows move as their bytes: taking each value out of its slot (writing a null back) went

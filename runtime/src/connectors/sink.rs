@@ -5,12 +5,12 @@ use crate::operators::DeadLetter;
 use crate::record::{Batch, JsonLines, write_json_str};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::path::Path;
 
 /// Smaller than a chunk of 1,024 encoded results, which then goes straight to the file
 /// instead of being copied into the buffer first (2-3 % of a keyed count's instructions with
 /// 256 KiB); small writes (dead letters, a watermark's few rows) are still gathered.
 pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
-use std::path::Path;
 
 /// A sink instance; sinks run as a single instance that all workers feed.
 pub trait Sink: Send {

@@ -80,7 +80,6 @@ pub struct WindowAgg {
     spare: Vec<super::slice_map::SliceMap>,
     /// The slice the last record fell in.
     cur: SliceBounds,
-    /// Scratch for merging a window's slices.
     /// A sliding window's result, merged from its slices when it fires: a slice map, so each
     /// merged key is 24 bytes appended to one vector (merging into a hash map of `SmallVec`
     /// keys, each key cloned into a new one, was a sixth of q5).
@@ -256,13 +255,7 @@ impl WindowAgg {
         let mut spilled = Vec::new();
         for (&slice, pane) in self.panes.range(range) {
             for (key, e) in pane.keys.iter() {
-                let (into, inserted) = merged.get_or_try_insert(key, |fresh| {
-                    fresh.accs.extend(e.accs.iter().cloned());
-                    Ok::<_, StateError>(())
-                })?;
-                if !inserted {
-                    merge_accs(&mut into.accs, &e.accs)?;
-                }
+                merge_into(&mut merged, key, &e.accs)?;
             }
             if pane.spilled {
                 spilled.push(slice);
@@ -275,7 +268,7 @@ impl WindowAgg {
             // the cache never sits in memory whole: a key also held in memory merges into
             // `merged`; the others are emitted with their key group.
             let (first, last) = st.store.range;
-            let mut extra: Map<Key, Accs> = Map::default();
+            let mut extra = super::slice_map::SliceMap::default();
             for kg in first..=last {
                 for &slice in &spilled {
                     self.for_each_spilled(slice, kg..=kg, |key, accs| {
@@ -285,9 +278,10 @@ impl WindowAgg {
                         }
                     })?;
                 }
-                for (key, accs) in extra.drain() {
-                    Self::emit_row(out, &key, start, end, &accs);
+                for (key, e) in extra.iter() {
+                    Self::emit_row(out, key, start, end, &e.accs);
                 }
+                extra.clear();
             }
         }
         for (key, e) in merged.iter() {
@@ -513,20 +507,18 @@ fn merge_accs(into: &mut Accs, from: &[Acc]) -> Result<(), crate::state::StateEr
 }
 
 fn merge_into(
-    merged: &mut Map<Key, Accs>,
+    merged: &mut super::slice_map::SliceMap,
     key: &[Value],
     accs: &[Acc],
 ) -> Result<(), crate::state::StateError> {
-    match merged.get_mut(key) {
-        Some(a) => merge_accs(a, accs),
-        None => {
-            merged.insert(
-                key.iter().cloned().collect(),
-                accs.iter().cloned().collect(),
-            );
-            Ok(())
-        }
+    let (into, inserted) = merged.get_or_try_insert(key, |fresh| {
+        fresh.accs.extend(accs.iter().cloned());
+        Ok::<_, StateError>(())
+    })?;
+    if !inserted {
+        merge_accs(&mut into.accs, accs)?;
     }
+    Ok(())
 }
 
 impl WindowAgg {
