@@ -13,11 +13,16 @@ run: deps release
 	$(EDDY) run $(EXAMPLE)
 
 ## test: install what the tests need, start the test services (Kafka, S3), run every test
-# The services stay up only if they were up before (or with KEEP_SERVICES=1).
+# The services stay up only if they were up before (or with KEEP_SERVICES=1). The tests build
+# in the release profile (TEST_PROFILE=dev for debug assertions): the release binary that
+# `make bench`, `make run` and the e2e image use then shares every compiled dependency with
+# them, RocksDB's and librdkafka's C++ included, instead of compiling it all twice.
+TEST_PROFILE ?= release
 test: deps
 	@was_up=$$(bash e2e/services.sh status >/dev/null 2>&1 && echo 1); \
 	bash e2e/services.sh up || exit 1; \
-	$(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; rc=$$?; \
+	$(CARGO) test --profile $(TEST_PROFILE) --workspace --all-targets && \
+	  $(CARGO) test --profile $(TEST_PROFILE) --workspace --doc; rc=$$?; \
 	if [ -z "$$was_up$(KEEP_SERVICES)" ]; then bash e2e/services.sh down; fi; exit $$rc
 
 ## deps: install the system packages the build needs (only the missing ones)
