@@ -171,6 +171,55 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
+impl Value {
+    /// `self == other`, inlined, with short strings compared in two overlapping word loads
+    /// instead of a call to `memcmp`: a window compares each record's key with one or two
+    /// stored keys, and the calls were a tenth of a keyed count.
+    #[inline(always)]
+    pub fn same(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Str(a), Value::Str(b)) => bytes_eq(a.as_bytes(), b.as_bytes()),
+            _ => self == other,
+        }
+    }
+}
+
+/// Whether two keys are equal (`==` on each value; see [`Value::same`]).
+#[inline(always)]
+pub fn keys_eq(a: &[Value], b: &[Value]) -> bool {
+    match (a, b) {
+        ([x], [y]) => x.same(y),
+        _ => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y)),
+    }
+}
+
+#[inline(always)]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // A length from w to 2w is covered by the first w bytes and the last w.
+    fn word<const W: usize>(s: &[u8], at: usize) -> [u8; W] {
+        s.get(at..at + W)
+            .and_then(|w| w.try_into().ok())
+            .unwrap_or([0; W])
+    }
+    match n {
+        0 => true,
+        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..8 => {
+            u32::from_ne_bytes(word(a, 0)) == u32::from_ne_bytes(word(b, 0))
+                && u32::from_ne_bytes(word(a, n - 4)) == u32::from_ne_bytes(word(b, n - 4))
+        }
+        8..=16 => {
+            u64::from_ne_bytes(word(a, 0)) == u64::from_ne_bytes(word(b, 0))
+                && u64::from_ne_bytes(word(a, n - 8)) == u64::from_ne_bytes(word(b, n - 8))
+        }
+        _ => a == b,
+    }
+}
+
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
@@ -483,6 +532,44 @@ pub fn row_json(schema: &Schema, row: &[Value], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_agrees_with_eq_for_every_length_and_difference() {
+        let mut values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(7),
+            Value::Double(7.0),
+            Value::Double(f64::NAN),
+        ];
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789 and then some more for the heap";
+        for n in 0..=text.len() {
+            let base = &text[..n];
+            values.push(Value::from(base));
+            // One byte changed at each position: first, middle, last and all between.
+            for at in 0..n {
+                let mut b = base.as_bytes().to_vec();
+                b[at] = b'#';
+                values.push(Value::from(
+                    String::from_utf8(b).unwrap_or_default().as_str(),
+                ));
+            }
+        }
+        // A short string on the heap equals the inline one with its text.
+        let mut heap = CompactString::with_capacity(64);
+        heap.push_str("abcde");
+        values.push(Value::Str(heap));
+        for a in &values {
+            for b in &values {
+                assert_eq!(a.same(b), a == b, "{a:?} vs {b:?}");
+            }
+        }
+        let two = [Value::from("u1"), Value::Int(3)];
+        assert!(keys_eq(&two, &two.clone()));
+        assert!(!keys_eq(&two, &[Value::from("u1"), Value::Int(4)]));
+        assert!(!keys_eq(&two, &two[..1]));
+        assert!(keys_eq(&two[..1], &[Value::from("u1")]));
+    }
 
     #[test]
     fn clones_equal_their_source_and_outlive_it() {

@@ -10,7 +10,7 @@
 
 use super::aggregate::Accs;
 use super::window_agg::Entry;
-use crate::record::Value;
+use crate::record::{Value, keys_eq};
 use hashbrown::HashTable;
 use std::hash::BuildHasher as _;
 
@@ -68,7 +68,7 @@ impl SliceMap {
         let hash = self.hasher.hash_one(key);
         self.index
             .find(hash, |&i| {
-                Self::key(&self.keys, self.width, i as usize) == key
+                keys_eq(Self::key(&self.keys, self.width, i as usize), key)
             })
             .map(|&i| i as usize)
     }
@@ -103,7 +103,7 @@ impl SliceMap {
         let width = self.width;
         assert_eq!(key.len(), width, "a slice's keys all have one width");
         if let Some(i) = self.last
-            && Self::key(&self.keys, width, i) == key
+            && keys_eq(Self::key(&self.keys, width, i), key)
         {
             return Ok((&mut self.entries[i], false));
         }
@@ -112,7 +112,7 @@ impl SliceMap {
         let hasher = &self.hasher;
         let found = self
             .index
-            .find(hash, |&i| Self::key(keys, width, i as usize) == key)
+            .find(hash, |&i| keys_eq(Self::key(keys, width, i as usize), key))
             .copied();
         let (i, inserted) = match found {
             Some(i) => (i as usize, false),

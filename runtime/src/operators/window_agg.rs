@@ -544,6 +544,12 @@ impl Operator for WindowAgg {
             0
         };
         let mut args = Vec::with_capacity(spec.aggs.len());
+        // Aggregates that read no field (`count()`) take the same arguments on every row:
+        // rebuilding them per row stalled on reading back what was just written.
+        let argless = spec.aggs.iter().all(|a| a.arg.is_none());
+        if argless {
+            args.extend(spec.aggs.iter().map(|_| V::Null));
+        }
         let session = matches!(spec.window.kind, WindowKind::Session { .. });
         let fixed_key = if session {
             FixedKey::default()
@@ -557,7 +563,7 @@ impl Operator for WindowAgg {
                 time
             };
             if let Some(key) = fixed_key.get(row) {
-                if let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
+                if !argless && let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
                     out.dead_row(&self.input, row, format!("aggregate: {e}"));
                     continue;
                 }
@@ -575,7 +581,7 @@ impl Operator for WindowAgg {
                     }
                 }
             }
-            if let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
+            if !argless && let Err(e) = eval_args(&spec.aggs, &[row], &mut args) {
                 out.dead_row(&self.input, row, format!("aggregate: {e}"));
                 continue;
             }
