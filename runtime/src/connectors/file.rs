@@ -189,7 +189,8 @@ impl FileSource {
                     use std::io::Seek as _;
                     file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
                 }
-                self.current = Some((name, LineReader::new(file, self.chunk), lines, offset));
+                let reader = LineReader::new(file, self.chunk, offset);
+                self.current = Some((name, reader, lines, offset));
             }
             Work::Blocks(f, len) => {
                 let name = f.display().to_string();
@@ -428,13 +429,22 @@ pub(super) struct LineReader {
     end: usize,
     eof: bool,
     chunk: usize,
+    /// File offset of `buf[end]`.
+    offset: u64,
+    /// File offset past which reads are small ([`TAIL`]): only the line crossing it is
+    /// wanted (the end of a worker's block, `BlockFile`).
+    stop: u64,
 }
 
 /// Bytes read per chunk; a longer line grows the buffer.
 const CHUNK: usize = 256 * 1024;
+/// Bytes read at a time past `stop`: a whole chunk there read (and copied) the next block,
+/// another worker's, a second time.
+const TAIL: usize = 4096;
 
 impl LineReader {
-    pub(super) fn new(file: File, chunk: usize) -> LineReader {
+    /// A reader of `file` from its current position, `offset`.
+    pub(super) fn new(file: File, chunk: usize, offset: u64) -> LineReader {
         LineReader {
             file,
             buf: Vec::new(),
@@ -442,7 +452,22 @@ impl LineReader {
             end: 0,
             eof: false,
             chunk: chunk.max(1),
+            offset,
+            stop: u64::MAX,
         }
+    }
+
+    /// Reads on from `offset` instead, keeping the buffer (and the open file).
+    pub(super) fn seek(&mut self, offset: u64) -> std::io::Result<()> {
+        use std::io::Seek as _;
+        self.file.seek(std::io::SeekFrom::Start(offset))?;
+        (self.start, self.end, self.eof, self.offset) = (0, 0, false, offset);
+        Ok(())
+    }
+
+    /// Reads past `stop` only as far as the line crossing it needs.
+    pub(super) fn stop_at(&mut self, stop: u64) {
+        self.stop = stop;
     }
 
     /// The next up to `max` whole lines as one run of bytes, newlines included; `ends` gets
@@ -486,10 +511,18 @@ impl LineReader {
         if self.buf.len() - self.end < self.chunk.div_ceil(2) {
             self.buf.resize(self.end + self.chunk, 0);
         }
+        let want = match self.stop.checked_sub(self.offset) {
+            Some(left) if left > 0 => usize::try_from(left).unwrap_or(usize::MAX),
+            _ => TAIL,
+        };
+        let room = self.buf.len().min(self.end.saturating_add(want.max(1)));
         loop {
-            match self.file.read(&mut self.buf[self.end..]) {
+            match self.file.read(&mut self.buf[self.end..room]) {
                 Ok(0) => self.eof = true,
-                Ok(read) => self.end += read,
+                Ok(read) => {
+                    self.end += read;
+                    self.offset += read as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -678,6 +711,37 @@ mod tests {
         let long = format!("{{\"pad\":\"{}\",\"n\":7}}\n{{\"n\":8}}", "x".repeat(1000));
         let r = read(long.as_bytes(), 16, 100, None);
         assert_eq!(r.ns, vec![7, 8]);
+    }
+
+    #[test]
+    fn a_reader_reads_only_the_crossing_line_past_its_stop_and_reuses_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.jsonl");
+        let text: String = (0..20_000).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let mut r = LineReader::new(File::open(&path).unwrap(), 64 * 1024, 0);
+        let mut ends = Vec::new();
+        let mut got = Vec::new();
+        for (from, stop) in [(0u64, 10_000u64), (50_000, 60_000)] {
+            r.seek(from).unwrap();
+            r.stop_at(stop);
+            let mut at = from;
+            while at < stop {
+                let run = r.run(100, &mut ends).unwrap();
+                assert!(!run.is_empty());
+                got.extend_from_slice(run);
+                at += run.len() as u64;
+            }
+            let expect = &text.as_bytes()[from as usize..at as usize];
+            assert_eq!(&got[got.len() - expect.len()..], expect);
+            // A chunk is 64 KiB, but past the stop only one small read finished the line.
+            assert!(
+                r.offset <= stop + TAIL as u64,
+                "read to {} for a stop at {stop}",
+                r.offset
+            );
+        }
+        assert_eq!(r.buf.capacity(), 64 * 1024, "one buffer for both");
     }
 
     /// A worker `w` of `p` reading `path` in `block`-byte blocks, resumed from `parts`.

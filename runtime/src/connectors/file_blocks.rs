@@ -149,9 +149,20 @@ impl BlockFile {
         } else {
             start
         };
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(probe))?;
-        let mut reader = super::file::LineReader::new(file, self.chunk);
+        // The next block reuses the reader: its buffer and the open file (a new buffer for
+        // each 256 KiB block was zeroed and faulted in anew).
+        let mut reader = match self.reader.take() {
+            Some(mut r) => {
+                r.seek(probe)?;
+                r
+            }
+            None => {
+                let mut file = File::open(&self.path)?;
+                file.seek(SeekFrom::Start(probe))?;
+                super::file::LineReader::new(file, self.chunk, probe)
+            }
+        };
+        reader.stop_at(self.end_of(b));
         self.pos = probe;
         if probe < start {
             let mut ends = Vec::new();
@@ -211,6 +222,9 @@ impl BlockFile {
             self.moved = true;
             return Ok(Step::Again);
         };
+        // Big reads up to the end of this worker's blocks in a row, then only the line
+        // crossing it.
+        reader.stop_at(following.last().copied().unwrap_or(end));
         let run = match reader.run(max, ends) {
             Ok(r) => r,
             Err(e) => {
