@@ -214,7 +214,10 @@ s3_start() {
 wait_for() {
   local name=$1 end=$((SECONDS + $2)); shift 2
   until "$@" >/dev/null 2>&1; do
-    our_pid "$name" >/dev/null || { FAILED=$name; log "$name exited"; return 1; }
+    # Alive is enough here: `our_pid` also wants the data dir in its command line, which the
+    # child has only once it has exec'd java or versitygw, and the first poll can come before
+    # that ("kafka exited" at once, with an empty log, failed one CI run).
+    alive "$(cat "$DATA/pids/$name" 2>/dev/null)" || { FAILED=$name; log "$name exited"; return 1; }
     ((SECONDS < end)) || { FAILED=$name; log "$name: no answer after $((SECONDS - end + $2)) s"; return 1; }
     sleep 0.5
   done
