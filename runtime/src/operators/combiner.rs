@@ -123,6 +123,12 @@ impl Combiner {
         let mut raw = Batch::new(batch.schema.clone());
         let spec = self.spec.clone();
         let mut args: Vec<V<'_>> = Vec::with_capacity(spec.aggs.len());
+        // As in the window: arguments of `count()` alone are the same on every row, and
+        // rebuilding them per row was a sixth of a P=2 q5's combining.
+        let argless = spec.aggs.iter().all(|a| a.arg.is_none());
+        if argless {
+            args.extend(spec.aggs.iter().map(|_| V::Null));
+        }
         let fixed_key = FixedKey::of(&spec, &batch);
         let mut key_buf = std::mem::take(&mut self.key_buf);
         for (row, ts) in batch.rows() {
@@ -141,8 +147,8 @@ impl Combiner {
                     &key_buf
                 }
             };
-            let folded =
-                eval_args(&spec.aggs, &[row], &mut args).is_ok() && self.fold(ts, key, &args);
+            let folded = (argless || eval_args(&spec.aggs, &[row], &mut args).is_ok())
+                && self.fold(ts, key, &args);
             if !folded {
                 raw.push(row.iter().cloned(), ts);
             }

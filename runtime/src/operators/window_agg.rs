@@ -10,7 +10,7 @@
 //! Whether a window has fired follows from the watermark alone (`end - 1 <= watermark`).
 //! Sessions keep a list per key and a timer map ordered by session end.
 
-use super::aggregate::{Acc, Accs, apply, eval_args, init_accs};
+use super::aggregate::{Acc, Accs, AggKind, apply, eval_args, init_accs};
 use super::window::WindowKind;
 use super::{Emit, Operator};
 use crate::expr::{Compiled, V};
@@ -85,6 +85,8 @@ pub struct WindowAgg {
     /// keys, each key cloned into a new one, was a sixth of q5).
     merged: super::slice_map::SliceMap,
     ends: Vec<i64>,
+    /// Some aggregate is a `sum`, whose merge can fail (overflow, a string).
+    sum: bool,
 }
 
 /// A slice `[start, end)` and the ends of the last and first windows holding it.
@@ -108,6 +110,7 @@ impl WindowAgg {
             WindowKind::Session { gap } => (gap, gap),
         };
         WindowAgg {
+            sum: spec.aggs.iter().any(|a| matches!(a.kind, AggKind::Sum)),
             spec,
             input,
             has_late_output,
@@ -421,12 +424,18 @@ impl WindowAgg {
             out.dropped_late += records;
             return Ok(());
         }
+        let all_or_none = self.sum;
         let entry = self.entry(start, end, key)?;
-        // All accumulators or none: a sum overflowing after the count merged would leave the
-        // entry half-updated.
-        let mut merged = entry.accs.clone();
-        merge_accs(&mut merged, accs).map_err(|e| e.to_string())?;
-        entry.accs = merged;
+        if all_or_none {
+            // A sum overflowing after the count merged would leave the entry half-updated.
+            let mut merged = entry.accs.clone();
+            merge_accs(&mut merged, accs).map_err(|e| e.to_string())?;
+            entry.accs = merged;
+        } else {
+            // Nothing else fails to merge (accumulators of one spec are of the same kinds):
+            // cloning the entry's accumulators to merge into was a tenth of a P=2 q5's window.
+            merge_accs(&mut entry.accs, accs).map_err(|e| e.to_string())?;
+        }
         entry.dirty = true;
         if self.earliest_end(start) - 1 <= self.wm {
             self.refire(start, key, out)
