@@ -1,10 +1,13 @@
 //! The seeded click-event generator of `docs/generators.md`. Record `i` is a pure function of
-//! `(seed, i)`, so worker `w` of `W` simply takes the indices `i ≡ w (mod W)`.
+//! `(seed, i)`, so instances read units of consecutive indices handed out on demand
+//! (`splits`).
 
+use super::splits::{Dispenser, Take};
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
 use compact_str::CompactString;
+use std::sync::Arc;
 use strength_reduce::StrengthReducedU64;
 
 #[inline]
@@ -191,30 +194,44 @@ pub struct ClickSource {
     config: ClickConfig,
     math: ClickMath,
     seed_mix: u64,
+    /// The next index, and the end of the unit being read.
     next: u64,
-    step: u64,
-    /// What was emitted before a restore (and so is skipped).
-    done: super::position::Frontier,
+    to: u64,
+    /// The unit being read.
+    unit: Option<u64>,
+    /// Units of indices, shared by all instances (see `splits`).
+    splits: Arc<Dispenser>,
+    /// The last barrier this instance injected.
+    epoch: u64,
+    ended: bool,
     time: TimeField,
-    projection: Option<std::sync::Arc<[bool]>>,
+    projection: Option<Arc<[bool]>>,
+}
+
+/// Indices per unit: about a quarter of a second of event time, so instances reading
+/// neighbouring units stay well within the watermark drift bound of each other.
+pub fn unit_of(events_per_second: u64) -> u64 {
+    (events_per_second / 4).clamp(256, 4096)
 }
 
 impl ClickSource {
     pub fn new(
         config: ClickConfig,
-        worker: usize,
-        workers: usize,
+        splits: Arc<Dispenser>,
         time: TimeField,
-        projection: Option<std::sync::Arc<[bool]>>,
+        projection: Option<Arc<[bool]>>,
     ) -> ClickSource {
         let seed_mix = mix64(config.seed);
         ClickSource {
             math: ClickMath::new(&config),
             config,
             seed_mix,
-            next: worker as u64,
-            step: workers.max(1) as u64,
-            done: super::position::Frontier::fresh(1, worker as u64, workers.max(1) as u64),
+            next: 0,
+            to: 0,
+            unit: None,
+            splits,
+            epoch: 0,
+            ended: false,
             time,
             projection,
         }
@@ -224,36 +241,56 @@ impl ClickSource {
 impl Source for ClickSource {
     fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
         let now = super::now_ms();
-        for _ in 0..max {
-            if self.config.count.is_some_and(|c| self.next >= c) {
-                return Ok(false);
+        let mut left = max;
+        while left > 0 {
+            if self.next >= self.to {
+                match self.splits.take(self.epoch) {
+                    Take::Unit { unit, from, to } => {
+                        (self.unit, self.next, self.to) = (Some(unit), from, to);
+                    }
+                    // Inject it (the task does, before polling again), then take on.
+                    Take::Barrier => return Ok(true),
+                    Take::Exhausted => {
+                        self.ended = true;
+                        self.unit = None;
+                        return Ok(false);
+                    }
+                }
             }
-            if self.done.emitted(self.next) {
-                self.next += self.step;
-                continue;
-            }
+            let n = (self.to - self.next).min(left as u64);
             let (config, math) = (&self.config, &self.math);
             let (time, mask) = (self.time, self.projection.as_deref());
-            let (seed_mix, i) = (self.seed_mix, self.next);
-            out.push_with(|values| {
-                let at = values.len();
-                config.record_projected(math, seed_mix, i, mask, values);
-                time.of(&values[at..], now)
-            });
-            self.next += self.step;
+            let seed_mix = self.seed_mix;
+            for i in self.next..self.next + n {
+                out.push_with(|values| {
+                    let at = values.len();
+                    config.record_projected(math, seed_mix, i, mask, values);
+                    time.of(&values[at..], now)
+                });
+            }
+            self.next += n;
+            left -= n as usize;
         }
         Ok(true)
     }
 
-    fn position(&self) -> serde_json::Value {
-        serde_json::to_value(self.done.advanced_to(self.next)).unwrap_or_default()
+    fn barrier(&mut self, id: u64) {
+        self.epoch = id;
+        self.splits.announce(id);
     }
 
-    fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
-        let all = super::position::Frontier::merge(parts)?;
-        let (mine, start) = all.for_worker(self.next % self.step, self.step)?;
-        self.done = mine;
-        self.next = start;
+    fn position(&self) -> serde_json::Value {
+        let splits = if self.ended {
+            self.splits.ended()
+        } else {
+            let reading = self.unit.map(|u| (u, self.next));
+            self.splits.position(self.epoch, reading)
+        };
+        serde_json::to_value(splits).unwrap_or_default()
+    }
+
+    fn resume(&mut self, _parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
+        // The shared dispenser resumed from them (`SourceSpec::splits`).
         Ok(())
     }
 }

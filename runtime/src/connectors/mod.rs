@@ -11,6 +11,7 @@ pub mod object_files;
 pub mod part_sink;
 pub mod position;
 pub mod sink;
+pub mod splits;
 
 use crate::operators::Emit;
 use crate::record::Schema;
@@ -107,23 +108,54 @@ pub trait Source: Send {
     }
     /// The checkpoint that recorded `position` completed.
     fn on_completed(&mut self, _position: &serde_json::Value) {}
+    /// The task injects barrier `id`; `position` follows. Sources whose instances share
+    /// their splits (`splits`) take no new one until they injected every barrier another
+    /// instance did.
+    fn barrier(&mut self, _id: u64) {}
 }
 
 impl SourceSpec {
     /// The part of this source that worker `worker` of `workers` reads.
-    pub fn open(&self, worker: usize, workers: usize) -> Result<Box<dyn Source>, ConnectorError> {
+    /// What the instances of this source share: the units of a generator's index space,
+    /// handed out on demand (resumed from a checkpoint's positions if given).
+    pub fn splits(
+        &self,
+        restored: Option<&[serde_json::Value]>,
+    ) -> Result<Option<Arc<splits::Dispenser>>, ConnectorError> {
+        let (unit, end) = match &self.connector {
+            SourceConnector::Generator(c) => (generator::unit_of(c.events_per_second), c.count),
+            SourceConnector::Nexmark(c) => (nexmark::unit_of(c.events_per_second), c.count),
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(match restored {
+            Some(parts) => splits::Dispenser::resume(unit, end, parts)?,
+            None => splits::Dispenser::new(unit, end),
+        })))
+    }
+
+    /// Instance `worker` of `workers`; `splits` from [`SourceSpec::splits`], shared by all.
+    pub fn open(
+        &self,
+        worker: usize,
+        workers: usize,
+        splits: Option<&Arc<splits::Dispenser>>,
+    ) -> Result<Box<dyn Source>, ConnectorError> {
+        let shared = || match splits {
+            Some(s) => Ok(s.clone()),
+            None => self
+                .splits(None)?
+                .ok_or_else(|| ConnectorError::Config("source has no splits".into())),
+        };
         Ok(match &self.connector {
             SourceConnector::Generator(c) => Box::new(generator::ClickSource::new(
                 c.clone(),
-                worker,
-                workers,
+                shared()?,
                 self.time,
                 self.projection.clone(),
             )),
             SourceConnector::Nexmark(c) => Box::new(nexmark::NexmarkSource::new(
                 c.clone(),
-                worker,
-                workers,
+                shared()?,
                 self.time,
                 self.projection.clone(),
             )),

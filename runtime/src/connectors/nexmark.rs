@@ -2,10 +2,12 @@
 //! A source emits one kind; the others' indices are skipped without being generated.
 
 use super::generator::{Clock, mix64, pick, prefixed};
+use super::splits::{Dispenser, Take};
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
 use compact_str::CompactString;
+use std::sync::Arc;
 
 const CITIES: [&str; 10] = [
     "Phoenix",
@@ -199,70 +201,81 @@ impl NexmarkConfig {
     }
 }
 
-/// Worker `w` of `W` takes the events of its kind whose index `i` has `(i / 50) ≡ w (mod W)`:
-/// whole epochs, so every worker sees the same mix of kinds.
+/// Instances read units of whole 50-event epochs handed out on demand (`splits`), so each
+/// sees the same mix of kinds.
 pub struct NexmarkSource {
     config: NexmarkConfig,
     clock: Clock,
     seed_mix: u64,
+    /// The next index to look at, and the end of the unit being read.
     next: u64,
-    worker: u64,
-    workers: u64,
-    /// What was emitted before a restore (and so is skipped).
-    done: super::position::Frontier,
+    to: u64,
+    unit: Option<u64>,
+    splits: Arc<Dispenser>,
+    /// The last barrier this instance injected.
+    epoch: u64,
+    ended: bool,
     time: TimeField,
-    projection: Option<std::sync::Arc<[bool]>>,
+    projection: Option<Arc<[bool]>>,
+}
+
+/// Indices per unit: whole epochs, about a quarter of a second of event time (see
+/// `generator::unit_of`).
+pub fn unit_of(events_per_second: u64) -> u64 {
+    (events_per_second / 4 / 50).clamp(6, 80) * 50
 }
 
 impl NexmarkSource {
     pub fn new(
         config: NexmarkConfig,
-        worker: usize,
-        workers: usize,
+        splits: Arc<Dispenser>,
         time: TimeField,
-        projection: Option<std::sync::Arc<[bool]>>,
+        projection: Option<Arc<[bool]>>,
     ) -> NexmarkSource {
-        let seed_mix = mix64(config.seed);
-        let mut src = NexmarkSource {
+        NexmarkSource {
             clock: Clock::new(config.start_time, config.events_per_second),
+            seed_mix: mix64(config.seed),
             config,
-            seed_mix,
-            next: worker as u64 * 50,
-            worker: worker as u64,
-            workers: workers.max(1) as u64,
-            done: super::position::Frontier::fresh(50, worker as u64, workers.max(1) as u64),
+            next: 0,
+            to: 0,
+            unit: None,
+            splits,
+            epoch: 0,
+            ended: false,
             time,
             projection,
-        };
-        src.skip_to_kind();
-        src
+        }
     }
 
+    /// Moves `next` to the first index of this source's kind at or after it (`to` if none in
+    /// the unit).
     fn skip_to_kind(&mut self) {
-        loop {
-            if Kind::of(self.next) == self.config.kind && !self.done.emitted(self.next) {
-                return;
-            }
-            self.advance();
+        let kind = self.config.kind;
+        while self.next < self.to && Kind::of(self.next) != kind {
+            self.next += 1;
         }
-    }
-
-    fn advance(&mut self) {
-        self.next += 1;
-        if self.next.is_multiple_of(50) {
-            // Jump to this worker's next epoch.
-            self.next += (self.workers - 1) * 50;
-        }
-        debug_assert_eq!((self.next / 50) % self.workers, self.worker);
     }
 }
 
 impl Source for NexmarkSource {
     fn poll(&mut self, out: &mut Emit, max: usize) -> Result<bool, ConnectorError> {
         let now = super::now_ms();
-        for _ in 0..max {
-            if self.config.count.is_some_and(|c| self.next >= c) {
-                return Ok(false);
+        let mut left = max;
+        while left > 0 {
+            self.skip_to_kind();
+            if self.next >= self.to {
+                match self.splits.take(self.epoch) {
+                    Take::Unit { unit, from, to } => {
+                        (self.unit, self.next, self.to) = (Some(unit), from, to);
+                        continue;
+                    }
+                    Take::Barrier => return Ok(true),
+                    Take::Exhausted => {
+                        self.ended = true;
+                        self.unit = None;
+                        return Ok(false);
+                    }
+                }
             }
             let (config, clock) = (&self.config, &self.clock);
             let (time, mask) = (self.time, self.projection.as_deref());
@@ -273,22 +286,29 @@ impl Source for NexmarkSource {
                 config.record_projected(clock, seed_mix, i, values, mask);
                 time.of(&values[at..], now)
             });
-            self.advance();
-            self.skip_to_kind();
+            self.next += 1;
+            left -= 1;
         }
         Ok(true)
     }
 
-    fn position(&self) -> serde_json::Value {
-        serde_json::to_value(self.done.advanced_to(self.next)).unwrap_or_default()
+    fn barrier(&mut self, id: u64) {
+        self.epoch = id;
+        self.splits.announce(id);
     }
 
-    fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
-        let all = super::position::Frontier::merge(parts)?;
-        let (mine, start) = all.for_worker(self.worker, self.workers)?;
-        self.done = mine;
-        self.next = start;
-        self.skip_to_kind();
+    fn position(&self) -> serde_json::Value {
+        let splits = if self.ended {
+            self.splits.ended()
+        } else {
+            let reading = self.unit.map(|u| (u, self.next));
+            self.splits.position(self.epoch, reading)
+        };
+        serde_json::to_value(splits).unwrap_or_default()
+    }
+
+    fn resume(&mut self, _parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
+        // The shared dispenser resumed from them (`SourceSpec::splits`).
         Ok(())
     }
 }

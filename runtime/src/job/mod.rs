@@ -168,6 +168,21 @@ pub async fn run(
             }
         }
     }
+    // Units of a generator's index space, shared by the source's instances and resumed once
+    // from all their positions (`connectors::splits`).
+    let mut splits = HashMap::new();
+    for (id, node) in graph.nodes.iter().enumerate() {
+        if let NodeKind::Source(spec) = &node.kind {
+            let restored = cp
+                .restore
+                .as_ref()
+                .and_then(|r| r.meta.sources.get(&node.name))
+                .map(Vec::as_slice);
+            if let Some(d) = spec.splits(restored)? {
+                splits.insert(id, d);
+            }
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (id, node) in graph.nodes.iter().enumerate() {
         for w in 0..instances(&graph, id, workers) {
@@ -184,6 +199,7 @@ pub async fn run(
                 job_metrics: job_metrics.clone(),
                 cp: cp.clone(),
                 drift: slots.get(&(id, w)).cloned(),
+                splits: splits.get(&id).cloned(),
             };
             match &node.kind {
                 NodeKind::Source(_) => {

@@ -26,6 +26,8 @@ pub(super) struct TaskCtx {
     pub cp: Arc<Checkpointing>,
     /// Watermark alignment of the job's source splits, and this split's slot (sources only).
     pub drift: Option<(Arc<super::drift::Drift>, usize)>,
+    /// The units this source's instances share (`connectors::splits`; sources only).
+    pub splits: Option<Arc<crate::connectors::splits::Dispenser>>,
 }
 
 impl TaskCtx {
@@ -71,7 +73,7 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
     let NodeKind::Source(spec) = &ctx.graph.nodes[ctx.id].kind else {
         return Err(JobError::Task("not a source".into()));
     };
-    let mut source = spec.open(ctx.worker, ctx.workers)?;
+    let mut source = spec.open(ctx.worker, ctx.workers, ctx.splits.as_ref())?;
     if let Some(r) = &ctx.cp.restore
         && let Some(parts) = r.meta.sources.get(&ctx.graph.nodes[ctx.id].name)
     {
@@ -108,6 +110,7 @@ pub(super) async fn source_task(ctx: TaskCtx, mut out: Outputs) -> Result<(), Jo
         let id = *trigger.borrow_and_update();
         while injected < id {
             injected += 1;
+            source.barrier(injected);
             let pos = source.position();
             recorded.push_back((injected, pos.clone()));
             if recorded.len() > 16 {
