@@ -251,8 +251,11 @@ fn run(
             Ok(eddy::job::launch::Ended::Finished) => {
                 if !quiet {
                     let s = metrics.snapshot();
+                    let busy = s.busy_s.map_or_else(String::new, |b| {
+                        format!(", {b:.3} s from the first record to the last result")
+                    });
                     eprintln!(
-                        "eddy: done: {}",
+                        "eddy: done: {}{busy}",
                         eddy::job::progress::line(&s, 0.0).replace(", 0 rec/s", "")
                     );
                 }

@@ -5,17 +5,36 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
 pub struct Metrics {
     records_in: AtomicU64,
     records_out: AtomicU64,
     dead_letters: AtomicU64,
     late_dropped: AtomicU64,
     sink_watermarks: Mutex<Vec<std::sync::Arc<AtomicI64>>>,
+    /// When the first record was read and the last result written, in ns after `clock` plus
+    /// one (0: not yet): the job's processing time, without start-up and shut-down.
+    clock: Instant,
+    first_in: AtomicU64,
+    last_out: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            late_dropped: AtomicU64::new(0),
+            sink_watermarks: Mutex::new(Vec::new()),
+            clock: Instant::now(),
+            first_in: AtomicU64::new(0),
+            last_out: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Snapshot {
     pub records_in: u64,
     pub records_out: u64,
@@ -23,14 +42,28 @@ pub struct Snapshot {
     pub late_dropped: u64,
     /// Minimum watermark over the sinks (`None` before any).
     pub watermark: Option<i64>,
+    /// Seconds from the first record read to the last result written (`None` before both).
+    pub busy_s: Option<f64>,
 }
 
 impl Metrics {
     pub fn add_in(&self, n: u64) {
         self.records_in.fetch_add(n, Relaxed);
+        if n > 0 && self.first_in.load(Relaxed) == 0 {
+            let _ = self
+                .first_in
+                .compare_exchange(0, self.since_clock(), Relaxed, Relaxed);
+        }
     }
     pub fn add_out(&self, n: u64) {
         self.records_out.fetch_add(n, Relaxed);
+        if n > 0 {
+            self.last_out.fetch_max(self.since_clock(), Relaxed);
+        }
+    }
+
+    fn since_clock(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64 + 1
     }
     pub fn add_dead(&self, n: u64) {
         self.dead_letters.fetch_add(n, Relaxed);
@@ -63,7 +96,9 @@ impl Metrics {
             .map(|s| s.load(Relaxed))
             .min()
             .filter(|w| *w != i64::MIN);
+        let (first, last) = (self.first_in.load(Relaxed), self.last_out.load(Relaxed));
         Snapshot {
+            busy_s: (first > 0 && last >= first).then(|| (last - first) as f64 / 1e9),
             records_in: self.records_in.load(Relaxed),
             records_out: self.records_out.load(Relaxed),
             dead_letters: self.dead_letters.load(Relaxed),
