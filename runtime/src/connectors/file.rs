@@ -5,9 +5,9 @@
 //! Lines are decoded straight into a row of the source's schema: keys are matched to field
 //! positions and unknown keys skipped, so no per-record map is built.
 
-use super::file_blocks::{BLOCK, BlockFile, SPLIT_MIN, Step};
+use super::file_blocks::{BlockFile, Step};
 pub use super::json::{JsonRecords, RowDecoder, RowSeed};
-use super::position::Frontier;
+use super::splits::Shared;
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
@@ -100,18 +100,18 @@ pub struct FileSource {
     finished: std::collections::BTreeMap<String, (u64, u64)>,
     /// Where to start each file after a restore: name -> (byte offset, line number).
     resume_at: std::collections::BTreeMap<String, (u64, u64)>,
-    /// Big files: the whole job's restored block positions, then this worker's own.
-    restored_blocks: std::collections::BTreeMap<String, Frontier>,
-    block_positions: std::collections::BTreeMap<String, Frontier>,
+    /// The big files' blocks, handed out to all workers on demand (`file_blocks`).
+    splits: Arc<Shared>,
+    /// Big files this worker found no block left to read in.
+    exhausted: std::collections::BTreeSet<String>,
+    /// The last barrier this worker injected.
+    epoch: u64,
     worker: u64,
     workers: u64,
     /// Ends of the lines of the run being decoded (see [`LineReader::run`]).
     ends: Vec<usize>,
     /// Bytes read at a time (smaller in tests, to cut lines across reads).
-    chunk: usize,
-    /// Block size and the size from which a file is read in blocks (smaller in tests).
-    block: u64,
-    split_min: u64,
+    pub(super) chunk: usize,
     records: JsonRecords,
 }
 
@@ -122,11 +122,13 @@ enum Work {
 }
 
 impl FileSource {
+    /// Worker `worker` of `workers`; `splits` are the big files' blocks, shared by all
+    /// workers (`SourceSpec::splits`).
     pub fn open(
         config: &FileConfig,
         schema: Arc<Schema>,
-        worker: usize,
-        workers: usize,
+        (worker, workers): (usize, usize),
+        splits: Arc<Shared>,
         time: TimeField,
         projection: Option<Arc<[bool]>>,
     ) -> Result<FileSource, ConnectorError> {
@@ -136,14 +138,13 @@ impl FileSource {
             blocks: None,
             finished: Default::default(),
             resume_at: Default::default(),
-            restored_blocks: Default::default(),
-            block_positions: Default::default(),
+            splits,
+            exhausted: Default::default(),
+            epoch: 0,
             worker: worker as u64,
             workers: workers.max(1) as u64,
             ends: Vec::new(),
             chunk: CHUNK,
-            block: BLOCK,
-            split_min: SPLIT_MIN,
             records: JsonRecords::new(schema, projection, time),
         };
         src.plan(&config.path)?;
@@ -154,13 +155,14 @@ impl FileSource {
     fn plan(&mut self, path: &str) -> Result<(), ConnectorError> {
         let mut work = Vec::new();
         for (i, f) in list_files(path)?.into_iter().enumerate() {
-            let len = std::fs::metadata(&f)
-                .map_err(|e| ConnectorError::Io {
-                    path: f.display().to_string(),
-                    source: e,
-                })?
-                .len();
-            if len >= self.split_min {
+            let name = f.display().to_string();
+            if self.splits.contains_key(&name) {
+                let len = std::fs::metadata(&f)
+                    .map_err(|e| ConnectorError::Io {
+                        path: name,
+                        source: e,
+                    })?
+                    .len();
                 work.push(Work::Blocks(f, len));
             } else if i as u64 % self.workers == self.worker {
                 work.push(Work::Whole(f));
@@ -194,22 +196,9 @@ impl FileSource {
             }
             Work::Blocks(f, len) => {
                 let name = f.display().to_string();
-                let restored = self.restored_blocks.get(&name).cloned().or_else(|| {
-                    // Read whole, from its start, before this version split big files.
-                    self.resume_at
-                        .get(&name)
-                        .map(|&(bytes, _)| super::file_blocks::from_whole(&name, bytes, self.block))
-                });
-                let bf = BlockFile::new(
-                    name,
-                    f,
-                    len,
-                    self.block,
-                    (self.worker, self.workers),
-                    restored.as_ref(),
-                    self.chunk,
-                )?;
-                self.blocks = Some(bf);
+                if let Some(d) = self.splits.get(&name) {
+                    self.blocks = Some(BlockFile::new(name, f, len, d.clone(), self.chunk));
+                }
             }
         }
         Ok(true)
@@ -222,7 +211,7 @@ impl Source for FileSource {
         let now = super::now_ms();
         while n < max {
             if let Some(bf) = self.blocks.as_mut() {
-                match bf.run(max - n, &mut self.ends)? {
+                match bf.run(max - n, &mut self.ends, self.epoch)? {
                     Step::Lines {
                         text,
                         offset,
@@ -238,10 +227,11 @@ impl Source for FileSource {
                             out,
                         );
                     }
-                    Step::Again => {}
+                    // Inject it first (the task does, before polling again).
+                    Step::Barrier => return Ok(true),
                     Step::Done => {
                         if let Some(bf) = self.blocks.take() {
-                            self.block_positions.insert(bf.name.clone(), bf.position());
+                            self.exhausted.insert(bf.name);
                         }
                     }
                 }
@@ -282,37 +272,36 @@ impl Source for FileSource {
     fn position(&self) -> serde_json::Value {
         let current = self.current.as_ref().map(|(n, _, l, b)| (n, *b, *l));
         let mut pos = position(&self.resume_at, &self.finished, current);
-        let mut blocks = self.block_positions.clone();
-        // Big files not reached yet keep their restored positions (see `position`).
-        for w in &self.work {
-            if let Work::Blocks(f, _) = w {
-                let name = f.display().to_string();
-                // (A position from before big files were split counts as restored too: left
-                // out, its blocks would merge as unread and be read again.)
-                let restored = self.restored_blocks.get(&name).cloned().or_else(|| {
-                    self.resume_at
-                        .get(&name)
-                        .map(|&(bytes, _)| super::file_blocks::from_whole(&name, bytes, self.block))
-                });
-                if let Some(r) = restored
-                    && let Ok((mine, _)) = r.for_worker(self.worker, self.workers)
-                {
-                    blocks.insert(name, mine);
-                }
-            }
-        }
-        if let Some(bf) = &self.blocks {
-            blocks.insert(bf.name.clone(), bf.position());
-        }
-        if !blocks.is_empty() {
-            pos["blocks"] = serde_json::json!(blocks);
+        // Every big file's, reached or not: each stands for the blocks handed out before the
+        // barrier (see `splits`).
+        let splits: std::collections::BTreeMap<&String, _> = self
+            .splits
+            .iter()
+            .map(|(name, d)| {
+                let s = match &self.blocks {
+                    Some(bf) if &bf.name == name => bf.position(self.epoch),
+                    _ if self.exhausted.contains(name) => d.ended(),
+                    _ => d.position(self.epoch, None),
+                };
+                (name, s)
+            })
+            .collect();
+        if !splits.is_empty() {
+            pos["splits"] = serde_json::json!(splits);
         }
         pos
     }
 
+    fn barrier(&mut self, id: u64) {
+        self.epoch = id;
+        for d in self.splits.values() {
+            d.announce(id);
+        }
+    }
+
     fn resume(&mut self, parts: &[serde_json::Value]) -> Result<(), ConnectorError> {
-        merge_positions(&mut self.resume_at, parts)?;
-        super::file_blocks::merge(&mut self.restored_blocks, parts)
+        // Big files resumed with their shared blocks (`file_blocks::plan_splits`).
+        merge_positions(&mut self.resume_at, parts)
     }
 }
 
@@ -434,6 +423,8 @@ pub(super) struct LineReader {
     /// File offset past which reads are small ([`TAIL`]): only the line crossing it is
     /// wanted (the end of a worker's block, `BlockFile`).
     stop: u64,
+    /// Where the last run starts in `buf`, and its length.
+    last: (usize, usize),
 }
 
 /// Bytes read per chunk; a longer line grows the buffer.
@@ -454,7 +445,20 @@ impl LineReader {
             chunk: chunk.max(1),
             offset,
             stop: u64::MAX,
+            last: (0, 0),
         }
+    }
+
+    /// Gives back the last `n` bytes of the last run: the next run starts with them.
+    pub(super) fn unread(&mut self, n: usize) {
+        let n = n.min(self.last.1);
+        self.start -= n;
+        self.last.1 -= n;
+    }
+
+    /// The last run (less what was given back).
+    pub(super) fn last_run(&self) -> &[u8] {
+        &self.buf[self.last.0..self.last.0 + self.last.1]
     }
 
     /// Reads on from `offset` instead, keeping the buffer (and the open file).
@@ -462,6 +466,7 @@ impl LineReader {
         use std::io::Seek as _;
         self.file.seek(std::io::SeekFrom::Start(offset))?;
         (self.start, self.end, self.eof, self.offset) = (0, 0, false, offset);
+        self.last = (0, 0);
         Ok(())
     }
 
@@ -498,6 +503,7 @@ impl LineReader {
                 ends.push(len);
             }
             let run = self.start..self.start + len;
+            self.last = (self.start, len);
             self.start += len;
             return Ok(&self.buf[run]);
         }
@@ -618,8 +624,15 @@ mod tests {
         let name = path.display().to_string();
         let schema = Arc::new(Schema::new([("n", Type::Int)]));
         let config = FileConfig { path: name.clone() };
-        let mut src =
-            FileSource::open(&config, schema.clone(), 0, 1, TimeField::Processing, None).unwrap();
+        let mut src = FileSource::open(
+            &config,
+            schema.clone(),
+            (0, 1),
+            Default::default(),
+            TimeField::Processing,
+            None,
+        )
+        .unwrap();
         src.chunk = chunk;
         if let Some((b, l)) = resume {
             let pos = serde_json::json!({ "files": { name.clone(): [b, l] } });
@@ -742,115 +755,5 @@ mod tests {
             );
         }
         assert_eq!(r.buf.capacity(), 64 * 1024, "one buffer for both");
-    }
-
-    /// A worker `w` of `p` reading `path` in `block`-byte blocks, resumed from `parts`.
-    fn block_source(
-        path: &str,
-        w: usize,
-        p: usize,
-        block: u64,
-        parts: &[serde_json::Value],
-    ) -> FileSource {
-        let schema = Arc::new(Schema::new([("n", Type::Int)]));
-        let config = FileConfig { path: path.into() };
-        let mut src = FileSource::open(&config, schema, w, p, TimeField::Processing, None).unwrap();
-        (src.block, src.split_min, src.chunk) = (block, 0, 7);
-        src.plan(path).unwrap();
-        src.resume(parts).unwrap();
-        src
-    }
-
-    /// Polls `src` (`max` records a poll) `polls` times or to its end: the `n`s read, the
-    /// dead letters' reasons, and the position after.
-    fn drain(
-        src: &mut FileSource,
-        max: usize,
-        polls: usize,
-    ) -> (Vec<i64>, Vec<String>, serde_json::Value) {
-        let mut out = Emit::new("src".into(), Arc::new(Schema::new([("n", Type::Int)])));
-        for _ in 0..polls {
-            if !src.poll(&mut out, max).unwrap() {
-                break;
-            }
-        }
-        let ns = taken_ns(&mut out);
-        let dead = out.dead.iter().map(|d| d.reason.clone()).collect();
-        (ns, dead, src.position())
-    }
-
-    /// Lines of many lengths (some longer than a block), a blank one and a bad one.
-    fn big_input(dir: &Path) -> (String, Vec<i64>) {
-        let path = dir.join("big.jsonl");
-        let mut f = File::create(&path).unwrap();
-        let mut want = Vec::new();
-        for n in 0..400i64 {
-            let pad = "x".repeat(((n * 37) % 150) as usize);
-            match n {
-                77 => writeln!(f).unwrap(),
-                201 => writeln!(f, "{{\"n\": oops}}").unwrap(),
-                _ => {
-                    writeln!(f, "{{\"pad\":\"{pad}\",\"n\":{n}}}").unwrap();
-                    want.push(n);
-                }
-            }
-        }
-        (path.display().to_string(), want)
-    }
-
-    #[test]
-    fn big_files_are_read_in_blocks_by_every_worker_each_line_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, want) = big_input(dir.path());
-        for block in [64u64, 100, 4096] {
-            // One worker reads every block in order, line numbers and all.
-            let (ns, dead, _) = drain(&mut block_source(&path, 0, 1, block, &[]), 50, usize::MAX);
-            assert_eq!(ns, want, "block {block}");
-            assert_eq!(dead.len(), 1, "{dead:?}");
-            assert!(dead[0].contains("big.jsonl:202: "), "{dead:?}");
-            for p in [2usize, 3] {
-                let mut all = Vec::new();
-                let mut dead = Vec::new();
-                for w in 0..p {
-                    let (ns, d, _) =
-                        drain(&mut block_source(&path, w, p, block, &[]), 50, usize::MAX);
-                    if block < 4096 {
-                        assert!(
-                            !ns.is_empty(),
-                            "block {block}: worker {w} of {p} read nothing"
-                        );
-                    }
-                    all.extend(ns);
-                    dead.extend(d);
-                }
-                all.sort_unstable();
-                assert_eq!(all, want, "block {block} P={p}");
-                assert_eq!(dead.len(), 1, "block {block} P={p}: {dead:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn block_positions_restore_at_another_parallelism_without_loss_or_repeat() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, want) = big_input(dir.path());
-        for (p1, p2) in [(2usize, 3usize), (3, 1), (1, 2), (2, 2)] {
-            // Run 1 stops part-way, each worker at a different point.
-            let mut seen = Vec::new();
-            let mut parts = Vec::new();
-            for w in 0..p1 {
-                let mut src = block_source(&path, w, p1, 64, &[]);
-                let (ns, _, pos) = drain(&mut src, 7, 3 + 2 * w);
-                seen.extend(ns);
-                parts.push(pos);
-            }
-            assert!(seen.len() < want.len(), "{p1}->{p2}: run 1 read everything");
-            for w in 0..p2 {
-                let (ns, _, _) = drain(&mut block_source(&path, w, p2, 64, &parts), 50, usize::MAX);
-                seen.extend(ns);
-            }
-            seen.sort_unstable();
-            assert_eq!(seen, want, "{p1}->{p2}");
-        }
     }
 }

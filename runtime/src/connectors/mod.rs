@@ -116,21 +116,34 @@ pub trait Source: Send {
 
 impl SourceSpec {
     /// The part of this source that worker `worker` of `workers` reads.
-    /// What the instances of this source share: the units of a generator's index space,
-    /// handed out on demand (resumed from a checkpoint's positions if given).
+    /// What the instances of this source share: the units of a generator's index space or of
+    /// each big file, handed out on demand (resumed from a checkpoint's positions if given).
     pub fn splits(
         &self,
         restored: Option<&[serde_json::Value]>,
-    ) -> Result<Option<Arc<splits::Dispenser>>, ConnectorError> {
+    ) -> Result<Option<Arc<splits::Shared>>, ConnectorError> {
         let (unit, end) = match &self.connector {
             SourceConnector::Generator(c) => (generator::unit_of(c.events_per_second), c.count),
             SourceConnector::Nexmark(c) => (nexmark::unit_of(c.events_per_second), c.count),
+            SourceConnector::File(c) => {
+                let files = file_blocks::plan_splits(
+                    &c.path,
+                    file_blocks::BLOCK,
+                    file_blocks::SPLIT_MIN,
+                    restored,
+                )?;
+                return Ok(Some(Arc::new(files)));
+            }
             _ => return Ok(None),
         };
-        Ok(Some(Arc::new(match restored {
+        let d = match restored {
             Some(parts) => splits::Dispenser::resume(unit, end, parts)?,
             None => splits::Dispenser::new(unit, end),
-        })))
+        };
+        Ok(Some(Arc::new(splits::Shared::from([(
+            String::new(),
+            Arc::new(d),
+        )]))))
     }
 
     /// Instance `worker` of `workers`; `splits` from [`SourceSpec::splits`], shared by all.
@@ -138,32 +151,36 @@ impl SourceSpec {
         &self,
         worker: usize,
         workers: usize,
-        splits: Option<&Arc<splits::Dispenser>>,
+        splits: Option<&Arc<splits::Shared>>,
     ) -> Result<Box<dyn Source>, ConnectorError> {
-        let shared = || match splits {
-            Some(s) => Ok(s.clone()),
-            None => self
-                .splits(None)?
-                .ok_or_else(|| ConnectorError::Config("source has no splits".into())),
+        let shared = match splits {
+            Some(s) => s.clone(),
+            None => self.splits(None)?.unwrap_or_default(),
+        };
+        let units = || {
+            shared
+                .get("")
+                .cloned()
+                .ok_or_else(|| ConnectorError::Config("source has no splits".into()))
         };
         Ok(match &self.connector {
             SourceConnector::Generator(c) => Box::new(generator::ClickSource::new(
                 c.clone(),
-                shared()?,
+                units()?,
                 self.time,
                 self.projection.clone(),
             )),
             SourceConnector::Nexmark(c) => Box::new(nexmark::NexmarkSource::new(
                 c.clone(),
-                shared()?,
+                units()?,
                 self.time,
                 self.projection.clone(),
             )),
             SourceConnector::File(c) => Box::new(file::FileSource::open(
                 c,
                 self.schema.clone(),
-                worker,
-                workers,
+                (worker, workers),
+                shared,
                 self.time,
                 self.projection.clone(),
             )?),

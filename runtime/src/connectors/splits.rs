@@ -21,7 +21,7 @@
 use super::ConnectorError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One instance's position at a barrier (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,10 @@ pub struct Dispenser {
     state: Mutex<State>,
 }
 
+/// The dispensers of one source, one per input it reads in units: a generator's index space
+/// (named `""`), or each big file (by its name).
+pub type Shared = BTreeMap<String, Arc<Dispenser>>;
+
 /// Barriers of one source are at most one apart across its instances (the coordinator
 /// triggers the next checkpoint once every instance acknowledged the last): a few suffice.
 const BOUNDARIES: usize = 8;
@@ -93,14 +97,25 @@ impl Dispenser {
         end: Option<u64>,
         parts: &[serde_json::Value],
     ) -> Result<Dispenser, ConnectorError> {
+        let (next, pending) = merge(unit.max(1), parts)?;
+        Ok(Dispenser::with_state(unit, end, next, pending))
+    }
+
+    /// A dispenser that hands out `pending` (unit -> first index not yet emitted), then the
+    /// units from `next` on; units below `next` not in `pending` count as emitted.
+    pub fn with_state(
+        unit: u64,
+        end: Option<u64>,
+        next: u64,
+        pending: BTreeMap<u64, u64>,
+    ) -> Dispenser {
         let d = Dispenser::new(unit, end);
-        let (next, pending) = merge(d.unit, parts)?;
         {
             let mut st = d.lock();
             st.next = next;
             st.pending = pending;
         }
-        Ok(d)
+        d
     }
 
     pub fn unit(&self) -> u64 {

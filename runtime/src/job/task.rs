@@ -27,7 +27,7 @@ pub(super) struct TaskCtx {
     /// Watermark alignment of the job's source splits, and this split's slot (sources only).
     pub drift: Option<(Arc<super::drift::Drift>, usize)>,
     /// The units this source's instances share (`connectors::splits`; sources only).
-    pub splits: Option<Arc<crate::connectors::splits::Dispenser>>,
+    pub splits: Option<Arc<crate::connectors::splits::Shared>>,
 }
 
 impl TaskCtx {
