@@ -12,7 +12,9 @@ machines are shared. Flink's clock runs from its first source record to its last
 MiniCluster start-up excluded, measured inside the JVM); Eddy's covers its whole process, start-up
 included (a few milliseconds), so the comparison is slightly unfavourable to Eddy. "records" are
 the records the sources emit (bids only for q5/q7, persons and auctions for q8), counted the same
-way for both. A ratio is printed only when the results match.
+way for both. A ratio is printed only when the results match. The scaling line (P=2 against P=1)
+uses the clock the issue names for both engines, first record to last result, which `eddy run`
+prints when it finishes; the whole process's wall time is printed beside it.
 
 BENCH_CASES=q5,q7 (comma-separated case names, or checkpoint-cost) runs only those.
 QUICK=1: small inputs, one run each, DataStream Flink only: checks that every case works and that
