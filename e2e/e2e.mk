@@ -10,8 +10,7 @@ EDDY_OPERATOR := $(CARGO_TARGET_DIR)/release/eddy-operator
 export IMAGES_DIR := $(E2E_IMAGES_DIR)
 export EDDY
 
-images: deps release
-	$(CARGO) build --release -p eddy-operator
+images: deps bins
 	@mkdir -p $(E2E_IMAGES_DIR)
 	# RocksDB's C++ debug info makes the binary ~450 MB; images carry it stripped (~18 MB).
 	strip -o $(E2E_IMAGES_DIR)/eddy.stripped $(EDDY)
