@@ -2,7 +2,7 @@
 //! `(seed, i)`, so instances read units of consecutive indices handed out on demand
 //! (`splits`).
 
-use super::splits::{Dispenser, Take};
+use super::splits::{Cursor, Dispenser};
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
@@ -194,16 +194,8 @@ pub struct ClickSource {
     config: ClickConfig,
     math: ClickMath,
     seed_mix: u64,
-    /// The next index, and the end of the unit being read.
-    next: u64,
-    to: u64,
-    /// The unit being read.
-    unit: Option<u64>,
-    /// Units of indices, shared by all instances (see `splits`).
-    splits: Arc<Dispenser>,
-    /// The last barrier this instance injected.
-    epoch: u64,
-    ended: bool,
+    /// Where this instance is in the units all instances share (see `splits`).
+    cursor: Cursor,
     time: TimeField,
     projection: Option<Arc<[bool]>>,
 }
@@ -226,12 +218,7 @@ impl ClickSource {
             math: ClickMath::new(&config),
             config,
             seed_mix,
-            next: 0,
-            to: 0,
-            unit: None,
-            splits,
-            epoch: 0,
-            ended: false,
+            cursor: Cursor::new(splits),
             time,
             projection,
         }
@@ -243,50 +230,35 @@ impl Source for ClickSource {
         let now = super::now_ms();
         let mut left = max;
         while left > 0 {
-            if self.next >= self.to {
-                match self.splits.take(self.epoch) {
-                    Take::Unit { unit, from, to } => {
-                        (self.unit, self.next, self.to) = (Some(unit), from, to);
-                    }
-                    // Inject it (the task does, before polling again), then take on.
-                    Take::Barrier => return Ok(true),
-                    Take::Exhausted => {
-                        self.ended = true;
-                        self.unit = None;
-                        return Ok(false);
-                    }
-                }
+            if let Some(more) = self.cursor.refill() {
+                return Ok(more);
             }
-            let n = (self.to - self.next).min(left as u64);
+            let (from, n) = (
+                self.cursor.next,
+                (self.cursor.to - self.cursor.next).min(left as u64),
+            );
             let (config, math) = (&self.config, &self.math);
             let (time, mask) = (self.time, self.projection.as_deref());
             let seed_mix = self.seed_mix;
-            for i in self.next..self.next + n {
+            for i in from..from + n {
                 out.push_with(|values| {
                     let at = values.len();
                     config.record_projected(math, seed_mix, i, mask, values);
                     time.of(&values[at..], now)
                 });
             }
-            self.next += n;
+            self.cursor.next += n;
             left -= n as usize;
         }
         Ok(true)
     }
 
     fn barrier(&mut self, id: u64) {
-        self.epoch = id;
-        self.splits.announce(id);
+        self.cursor.barrier(id);
     }
 
     fn position(&self) -> serde_json::Value {
-        let splits = if self.ended {
-            self.splits.ended()
-        } else {
-            let reading = self.unit.map(|u| (u, self.next));
-            self.splits.position(self.epoch, reading)
-        };
-        serde_json::to_value(splits).unwrap_or_default()
+        self.cursor.position()
     }
 
     fn resume(&mut self, _parts: &[serde_json::Value]) -> Result<(), ConnectorError> {

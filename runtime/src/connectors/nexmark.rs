@@ -2,7 +2,7 @@
 //! A source emits one kind; the others' indices are skipped without being generated.
 
 use super::generator::{Clock, mix64, pick, prefixed};
-use super::splits::{Dispenser, Take};
+use super::splits::{Cursor, Dispenser};
 use super::{ConnectorError, Source, TimeField};
 use crate::operators::Emit;
 use crate::record::{Schema, Type, Value};
@@ -207,14 +207,9 @@ pub struct NexmarkSource {
     config: NexmarkConfig,
     clock: Clock,
     seed_mix: u64,
-    /// The next index to look at, and the end of the unit being read.
-    next: u64,
-    to: u64,
-    unit: Option<u64>,
-    splits: Arc<Dispenser>,
-    /// The last barrier this instance injected.
-    epoch: u64,
-    ended: bool,
+    /// Where this instance is in the units all instances share (`next`: the next index to
+    /// look at).
+    cursor: Cursor,
     time: TimeField,
     projection: Option<Arc<[bool]>>,
 }
@@ -236,12 +231,7 @@ impl NexmarkSource {
             clock: Clock::new(config.start_time, config.events_per_second),
             seed_mix: mix64(config.seed),
             config,
-            next: 0,
-            to: 0,
-            unit: None,
-            splits,
-            epoch: 0,
-            ended: false,
+            cursor: Cursor::new(splits),
             time,
             projection,
         }
@@ -250,9 +240,9 @@ impl NexmarkSource {
     /// Moves `next` to the first index of this source's kind at or after it (`to` if none in
     /// the unit).
     fn skip_to_kind(&mut self) {
-        let kind = self.config.kind;
-        while self.next < self.to && Kind::of(self.next) != kind {
-            self.next += 1;
+        let (kind, c) = (self.config.kind, &mut self.cursor);
+        while c.next < c.to && Kind::of(c.next) != kind {
+            c.next += 1;
         }
     }
 }
@@ -263,48 +253,33 @@ impl Source for NexmarkSource {
         let mut left = max;
         while left > 0 {
             self.skip_to_kind();
-            if self.next >= self.to {
-                match self.splits.take(self.epoch) {
-                    Take::Unit { unit, from, to } => {
-                        (self.unit, self.next, self.to) = (Some(unit), from, to);
-                        continue;
-                    }
-                    Take::Barrier => return Ok(true),
-                    Take::Exhausted => {
-                        self.ended = true;
-                        self.unit = None;
-                        return Ok(false);
-                    }
+            if self.cursor.next >= self.cursor.to {
+                if let Some(more) = self.cursor.refill() {
+                    return Ok(more);
                 }
+                continue;
             }
             let (config, clock) = (&self.config, &self.clock);
             let (time, mask) = (self.time, self.projection.as_deref());
-            let (seed_mix, i) = (self.seed_mix, self.next);
+            let (seed_mix, i) = (self.seed_mix, self.cursor.next);
             // Written straight into the batch: no row to build and move.
             out.push_with(|values| {
                 let at = values.len();
                 config.record_projected(clock, seed_mix, i, values, mask);
                 time.of(&values[at..], now)
             });
-            self.next += 1;
+            self.cursor.next += 1;
             left -= 1;
         }
         Ok(true)
     }
 
     fn barrier(&mut self, id: u64) {
-        self.epoch = id;
-        self.splits.announce(id);
+        self.cursor.barrier(id);
     }
 
     fn position(&self) -> serde_json::Value {
-        let splits = if self.ended {
-            self.splits.ended()
-        } else {
-            let reading = self.unit.map(|u| (u, self.next));
-            self.splits.position(self.epoch, reading)
-        };
-        serde_json::to_value(splits).unwrap_or_default()
+        self.cursor.position()
     }
 
     fn resume(&mut self, _parts: &[serde_json::Value]) -> Result<(), ConnectorError> {

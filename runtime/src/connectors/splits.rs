@@ -122,6 +122,11 @@ impl Dispenser {
         self.unit
     }
 
+    /// Indices in all (`None`: unbounded).
+    pub fn end(&self) -> Option<u64> {
+        self.end
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is consistent after every statement that changes it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -200,6 +205,70 @@ impl Dispenser {
             pending: BTreeMap::new(),
             reading: None,
         }
+    }
+}
+
+/// One instance's place in the units it takes: the unit being read and its next index. The
+/// generators read through one.
+pub struct Cursor {
+    splits: Arc<Dispenser>,
+    unit: Option<u64>,
+    /// The next index, and the end of the unit being read.
+    pub next: u64,
+    pub to: u64,
+    /// The last barrier this instance injected.
+    epoch: u64,
+    ended: bool,
+}
+
+impl Cursor {
+    pub fn new(splits: Arc<Dispenser>) -> Cursor {
+        Cursor {
+            splits,
+            unit: None,
+            next: 0,
+            to: 0,
+            epoch: 0,
+            ended: false,
+        }
+    }
+
+    /// Takes the next unit once this one is read. `None`: read on (from `next`); `Some(more)`:
+    /// return `more` from `poll`, `true` to inject a barrier first (the task does, before
+    /// polling again), `false` when nothing is left.
+    pub fn refill(&mut self) -> Option<bool> {
+        if self.next < self.to {
+            return None;
+        }
+        match self.splits.take(self.epoch) {
+            Take::Unit { unit, from, to } => {
+                (self.unit, self.next, self.to) = (Some(unit), from, to);
+                None
+            }
+            Take::Barrier => Some(true),
+            Take::Exhausted => {
+                self.ended = true;
+                self.unit = None;
+                Some(false)
+            }
+        }
+    }
+
+    /// The instance injects barrier `id` (`Source::barrier`).
+    pub fn barrier(&mut self, id: u64) {
+        self.epoch = id;
+        self.splits.announce(id);
+    }
+
+    /// The instance's checkpoint position (`Source::position`).
+    pub fn position(&self) -> serde_json::Value {
+        let splits = if self.ended {
+            self.splits.ended()
+        } else {
+            self.splits
+                .position(self.epoch, self.unit.map(|u| (u, self.next)))
+        };
+        serde_json::to_value(splits).unwrap_or_default()
     }
 }
 
