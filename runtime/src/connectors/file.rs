@@ -117,8 +117,8 @@ pub struct FileSource {
 
 enum Work {
     Whole(PathBuf),
-    /// A big file, read in blocks by every worker, and its length.
-    Blocks(PathBuf, u64),
+    /// A big file, read in blocks by every worker.
+    Blocks(PathBuf),
 }
 
 impl FileSource {
@@ -157,13 +157,7 @@ impl FileSource {
         for (i, f) in list_files(path)?.into_iter().enumerate() {
             let name = f.display().to_string();
             if self.splits.contains_key(&name) {
-                let len = std::fs::metadata(&f)
-                    .map_err(|e| ConnectorError::Io {
-                        path: name,
-                        source: e,
-                    })?
-                    .len();
-                work.push(Work::Blocks(f, len));
+                work.push(Work::Blocks(f));
             } else if i as u64 % self.workers == self.worker {
                 work.push(Work::Whole(f));
             }
@@ -194,10 +188,10 @@ impl FileSource {
                 let reader = LineReader::new(file, self.chunk, offset);
                 self.current = Some((name, reader, lines, offset));
             }
-            Work::Blocks(f, len) => {
+            Work::Blocks(f) => {
                 let name = f.display().to_string();
                 if let Some(d) = self.splits.get(&name) {
-                    self.blocks = Some(BlockFile::new(name, f, len, d.clone(), self.chunk));
+                    self.blocks = Some(BlockFile::new(name, f, d.clone(), self.chunk));
                 }
             }
         }
@@ -538,7 +532,7 @@ impl LineReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::record::Batch;
     use std::io::Write as _;
@@ -597,7 +591,7 @@ mod tests {
     }
 
     /// The `n` of every row emitted into `out` (-1 for a non-int).
-    fn taken_ns(out: &mut Emit) -> Vec<i64> {
+    pub(in crate::connectors) fn taken_ns(out: &mut Emit) -> Vec<i64> {
         out.take()
             .iter()
             .flat_map(Batch::rows)

@@ -97,17 +97,13 @@ pub(super) struct BlockFile {
 }
 
 impl BlockFile {
-    pub fn new(
-        name: String,
-        path: PathBuf,
-        len: u64,
-        splits: Arc<Dispenser>,
-        chunk: usize,
-    ) -> BlockFile {
+    /// `splits` are the file's blocks; their end is the length the file had when the job
+    /// started, so the workers agree on its last block.
+    pub fn new(name: String, path: PathBuf, splits: Arc<Dispenser>, chunk: usize) -> BlockFile {
         BlockFile {
             name,
             path,
-            len,
+            len: splits.end().unwrap_or(0),
             block: splits.unit(),
             splits,
             cur: None,

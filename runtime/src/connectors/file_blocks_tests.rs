@@ -2,11 +2,12 @@
 //! crashes, rescaling and positions of earlier versions.
 
 use super::*;
+use crate::connectors::file::tests::taken_ns as ns;
 use crate::connectors::file::{FileConfig, FileSource};
 use crate::connectors::generator::mix64;
 use crate::connectors::{Source, TimeField};
 use crate::operators::Emit;
-use crate::record::{Batch, Schema, Type, Value};
+use crate::record::{Schema, Type};
 use std::io::Write as _;
 use std::path::Path;
 
@@ -75,17 +76,6 @@ struct Run {
     all: Vec<i64>,
     parts: Vec<serde_json::Value>,
     dead: Vec<String>,
-}
-
-fn ns(out: &mut Emit) -> Vec<i64> {
-    out.take()
-        .iter()
-        .flat_map(Batch::rows)
-        .map(|(row, _)| match row[0] {
-            Value::Int(n) => n,
-            _ => -1,
-        })
-        .collect()
 }
 
 /// Polls the workers in a pseudo-random order, `max` records a poll. After `checkpoint`
