@@ -57,6 +57,9 @@ const MAX_ENTRIES: usize = 1 << 16;
 /// 40 % more CPU combined.
 const BYPASS: u64 = 1 << 20;
 
+/// Records folded before deciding whether combining pays.
+const TRIAL: u64 = 4096;
+
 pub struct Combiner {
     spec: Arc<WindowAggSpec>,
     size: i64,
@@ -68,6 +71,10 @@ pub struct Combiner {
     panes: BTreeMap<(i64, i64), SliceMap>,
     /// Records still to pass on unfolded (see [`BYPASS`]).
     bypass: u64,
+    /// Records folded and partials sent since the last decision whether combining pays: a
+    /// worker reading fewer records than a slice's [`TRIAL`] (the one that also runs the
+    /// sink) never decided per take, and folded every record of a keyed count.
+    trial: (u64, u64),
     entries: usize,
     spare: Vec<SliceMap>,
     key_buf: Vec<Value>,
@@ -98,6 +105,7 @@ impl Combiner {
             sent: i64::MIN,
             panes: BTreeMap::new(),
             bypass: 0,
+            trial: (0, 0),
             entries: 0,
             spare: Vec::new(),
             key_buf: Vec::new(),
@@ -276,9 +284,14 @@ impl Combiner {
                 self.spare.push(pane);
             }
         }
-        // Less than halving what crosses does not pay for the folding.
-        if folded >= 4096 && sent * 2 > folded {
-            self.bypass = BYPASS;
+        let (trial_folded, trial_sent) = (self.trial.0 + folded, self.trial.1 + sent);
+        self.trial = (trial_folded, trial_sent);
+        if trial_folded >= TRIAL {
+            // Less than halving what crosses does not pay for the folding.
+            if trial_sent * 2 > trial_folded {
+                self.bypass = BYPASS;
+            }
+            self.trial = (0, 0);
         }
         out
     }
@@ -429,5 +442,24 @@ mod tests {
         assert_eq!(rows(&c.take_all(by_key, 2)).len(), 5000);
         let again = c.add(batch(&schema, &many[..10]));
         assert_eq!(again.len(), 10, "passed on unfolded");
+        // The same found over several takes of fewer records each.
+        let (mut c, schema) = setup("{ tumbling: 10ms }", "{ n: count() }");
+        let mut taken = 0;
+        for slice in 0..5 {
+            let rows: Vec<(i64, i64, i64)> = (0..1000).map(|k| (k, 0, slice * 10)).collect();
+            assert!(c.add(batch(&schema, &rows)).is_empty(), "slice {slice}");
+            taken += c
+                .before_watermark(slice * 10 + 9, by_key, 2)
+                .iter()
+                .map(Partials::len)
+                .sum::<usize>();
+        }
+        assert_eq!(taken, 5000);
+        let again = c.add(batch(&schema, &many[..10]));
+        assert_eq!(
+            again.len(),
+            10,
+            "passed on unfolded after several small takes"
+        );
     }
 }
