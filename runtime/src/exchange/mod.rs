@@ -165,7 +165,13 @@ fn str_bytes(s: &str, out: &mut Vec<u8>) {
 /// The key group of canonical key bytes.
 #[inline]
 pub fn key_group(bytes: &[u8], max_parallelism: u32) -> u32 {
-    let (h, m) = (xxhash_rust::xxh3::xxh3_64(bytes), max_parallelism as u64);
+    group_of(xxhash_rust::xxh3::xxh3_64(bytes), max_parallelism)
+}
+
+/// The key group of a key's hash (`xxh3_64` of its canonical bytes).
+#[inline]
+pub fn group_of(h: u64, max_parallelism: u32) -> u32 {
+    let m = max_parallelism as u64;
     // `h % m` either way; a mask when `m` is a power of two (the default 128) saves a 64-bit
     // division on every record that crosses a keyed exchange.
     (if m.is_power_of_two() {
@@ -173,6 +179,61 @@ pub fn key_group(bytes: &[u8], max_parallelism: u32) -> u32 {
     } else {
         h % m
     }) as u32
+}
+
+/// `xxh3_64` of a one-value key's canonical bytes without writing them, for the usual keys:
+/// an int, or a string of 4 to 11 bytes (9 to 16 canonical bytes, which xxh3 reads as their
+/// first and last 8). Writing the bytes and hashing them in a second pass was two thirds of
+/// a P=2 keyed count's routing. `None` for other values: hash [`canonical_value_bytes`].
+#[inline]
+pub fn short_key_hash(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => {
+            let i = *i as u64;
+            Some(xxh3_9to16(9, 3 | i << 8, i))
+        }
+        Value::Str(s) => {
+            let b = s.as_bytes();
+            let l = b.len();
+            if !(4..=11).contains(&l) {
+                return None;
+            }
+            // Canonical bytes: 05, the length as 4 bytes, the string.
+            let header = 5 | (l as u64) << 8;
+            let first = header | (b[0] as u64) << 40 | (b[1] as u64) << 48 | (b[2] as u64) << 56;
+            let last = if l >= 8 {
+                u64::from_le_bytes(b[l - 8..].try_into().ok()?)
+            } else {
+                // The header's last 8 - l bytes, then the whole string (as two overlapping
+                // 4-byte loads).
+                let lo = u32::from_le_bytes(b[..4].try_into().ok()?) as u64;
+                let hi = u32::from_le_bytes(b[l - 4..].try_into().ok()?) as u64;
+                let string = lo | hi << (8 * (l - 4));
+                header >> (8 * (l - 3)) | string << (8 * (8 - l))
+            };
+            Some(xxh3_9to16(5 + l as u64, first, last))
+        }
+        _ => None,
+    }
+}
+
+/// XXH3-64 (seed 0, default secret) of `len` bytes, 9 to 16, whose first and last 8 bytes
+/// (little-endian) are `first` and `last`: the reference's `XXH3_len_9to16_64b`.
+#[inline]
+fn xxh3_9to16(len: u64, first: u64, last: u64) -> u64 {
+    // The default secret's words at bytes 24, 32, 40 and 48.
+    const FLIP1: u64 = 0x1f67_b3b7_a4a4_4072 ^ 0x78e5_c0cc_4ee6_79cb;
+    const FLIP2: u64 = 0x2172_ffcc_7dd0_5a82 ^ 0x8e24_43f7_7446_08b8;
+    let (lo, hi) = (first ^ FLIP1, last ^ FLIP2);
+    let product = lo as u128 * hi as u128;
+    let folded = product as u64 ^ (product >> 64) as u64;
+    let mut h = len
+        .wrapping_add(lo.swap_bytes())
+        .wrapping_add(hi)
+        .wrapping_add(folded);
+    h ^= h >> 37;
+    h = h.wrapping_mul(0x1656_6791_9e37_79f9);
+    h ^ h >> 32
 }
 
 /// The worker that owns key group `kg` (Flink's formula).
@@ -198,6 +259,42 @@ pub fn key_group_range(i: usize, parallelism: usize, max_parallelism: u32) -> (u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_key_hashes_equal_xxh3_of_the_canonical_bytes() {
+        let mut values = vec![
+            Value::Int(0),
+            Value::Int(-1),
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(Value::Int(x as i64));
+            let len = (x >> 59) as usize; // 0..=31: every length the fast path takes and more
+            let s: String = (0..len)
+                .map(|i| char::from(b'!' + ((x >> (i % 8 * 7)) as u8 % 90)))
+                .collect();
+            values.push(Value::from(s.as_str()));
+            values.push(Value::from(format!("é{s}").as_str()));
+        }
+        let mut fast = 0;
+        for v in &values {
+            let mut bytes = Vec::new();
+            canonical_value_bytes(v, &mut bytes);
+            if let Some(h) = short_key_hash(v) {
+                fast += 1;
+                assert_eq!(h, xxhash_rust::xxh3::xxh3_64(&bytes), "{v:?}");
+            }
+        }
+        assert!(
+            fast > values.len() / 3,
+            "the fast path was taken {fast} times"
+        );
+    }
 
     #[test]
     fn power_of_two_shortcuts_equal_the_documented_formulas() {

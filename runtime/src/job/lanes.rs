@@ -23,12 +23,16 @@ impl Lanes {
     pub(super) fn start(n: usize) -> std::io::Result<Lanes> {
         let mut handles = Vec::new();
         let mut stops = Vec::new();
+        let cpus = pin_cpus(n.max(1));
         for i in 0..n.max(1) {
             let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name(format!("eddy-lane-{i}"))
                 .enable_all()
                 .build()?;
+            if let Some(cpu) = cpus.get(i).copied() {
+                rt.spawn(async move { pin(cpu) });
+            }
             handles.push(rt.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
@@ -53,4 +57,31 @@ impl Lanes {
     pub(super) fn of(&self, worker: usize) -> &Handle {
         &self.handles[worker % self.handles.len()]
     }
+}
+
+fn pin_cpus(n: usize) -> Vec<usize> {
+    if std::env::var_os("EDDY_NO_PIN").is_some() {
+        return vec![];
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled in by the kernel.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
+    if !ok {
+        return vec![];
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
+    if cpus.len() < n {
+        return vec![];
+    }
+    cpus.into_iter().take(n).collect()
+}
+
+fn pin(cpu: usize) {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let _ = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
