@@ -38,6 +38,11 @@ enum Command {
         /// checkpoint coordinator and the admin API run on threads of their own.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         threads: Option<u32>,
+        /// Pin each of those threads to a CPU of its own: `auto` does when they are as many as
+        /// the CPUs this process may use (two or more) and no CPU quota (a container's CPU
+        /// limit) shares those with others; `on` whenever there is a CPU for each.
+        #[arg(long, value_enum, default_value_t = eddy::job::Pinning::Auto, env = "EDDY_PIN_LANES")]
+        pin_lanes: eddy::job::Pinning,
         /// No progress lines on stderr.
         #[arg(short, long)]
         quiet: bool,
@@ -116,13 +121,14 @@ fn main() -> ExitCode {
             plan,
             parallelism,
             threads,
+            pin_lanes,
             quiet,
             progress_interval,
             checkpoints,
         } => match run(
             &plan,
             parallelism as usize,
-            threads.map(|t| t as usize),
+            (threads.map(|t| t as usize), pin_lanes),
             quiet,
             progress_interval,
             checkpoints,
@@ -157,7 +163,7 @@ fn launch_options(
     path: &str,
     graph: &eddy::job::graph::Graph,
     parallelism: usize,
-    threads: Option<usize>,
+    (threads, pinning): (Option<usize>, eddy::job::Pinning),
     c: CheckpointArgs,
 ) -> anyhow::Result<eddy::job::launch::LaunchOptions> {
     use eddy::job::launch::{CheckpointConfig, LaunchOptions};
@@ -170,6 +176,7 @@ fn launch_options(
             parallelism,
             dead_letter: graph.dead_letter.clone(),
             threads,
+            pinning,
             ..Default::default()
         },
         checkpoints: c.checkpoint_dir.map(|dir| CheckpointConfig {
@@ -203,7 +210,7 @@ fn job_name(path: &str, job: &Option<String>) -> String {
 fn run(
     path: &str,
     parallelism: usize,
-    threads: Option<usize>,
+    threads: (Option<usize>, eddy::job::Pinning),
     quiet: bool,
     every: f64,
     checkpoints: CheckpointArgs,

@@ -6,6 +6,7 @@
 pub mod drift;
 pub mod graph;
 mod lanes;
+pub use lanes::Pinning;
 pub mod launch;
 pub mod progress;
 mod router;
@@ -47,6 +48,8 @@ pub struct RunOptions {
     /// Threads running the workers' tasks (see `lanes`); `None`: one per worker, at most one
     /// per CPU.
     pub threads: Option<usize>,
+    /// Whether each of those threads is pinned to a CPU (see `lanes`).
+    pub pinning: lanes::Pinning,
 }
 
 impl Default for RunOptions {
@@ -56,6 +59,7 @@ impl Default for RunOptions {
             channel_capacity: 16,
             dead_letter: None,
             threads: None,
+            pinning: lanes::Pinning::Auto,
         }
     }
 }
@@ -151,7 +155,8 @@ pub async fn run(
         metrics: metrics.clone(),
         job_metrics: job_metrics.clone(),
     });
-    let lanes = lanes::Lanes::start(opts.threads.unwrap_or_else(|| default_threads(workers)))
+    let threads = opts.threads.unwrap_or_else(|| default_threads(workers));
+    let lanes = lanes::Lanes::start(threads, opts.pinning)
         .map_err(|e| JobError::Task(format!("starting worker threads: {e}")))?;
     // Alignment groups the splits of one event-time source (Flink aligns the groups a user
     // names): sources of different time domains, or processing-time ones, never wait on
