@@ -244,7 +244,7 @@ impl Source for ClickSource {
                 out.push_with(|values| {
                     let at = values.len();
                     config.record_projected(math, seed_mix, i, mask, values);
-                    time.of(&values[at..], now)
+                    time.take(values, at, now)
                 });
             }
             self.cursor.next += n;

@@ -58,21 +58,31 @@ impl JsonRecords {
                 failure = Some(e.to_string());
                 return None;
             }
-            match time {
-                TimeField::Processing => Some(now),
-                TimeField::Record => Some(record_time.unwrap_or(now)),
-                TimeField::Field(f) => match row[f] {
-                    Value::Int(t) => Some(t),
-                    ref other => {
-                        failure = Some(format!(
-                            "event time field `{}` is {}, not an int (ms since epoch)",
-                            decoder.schema.fields[f].name,
-                            other.type_name()
-                        ));
-                        None
-                    }
-                },
+            let f = match time {
+                TimeField::Processing => return Some(now),
+                TimeField::Record => return Some(record_time.unwrap_or(now)),
+                TimeField::Field(f) | TimeField::Taken(f) => f,
+            };
+            let t = match row[f] {
+                Value::Int(t) => t,
+                ref other => {
+                    failure = Some(format!(
+                        "event time field `{}` is {}, not an int (ms since epoch)",
+                        decoder.schema.fields[f].name,
+                        other.type_name()
+                    ));
+                    return None;
+                }
+            };
+            if let TimeField::Taken(_) = time {
+                // An int, nothing to drop; last in the read schema (`sources::narrowed`).
+                if start + f + 1 == values.len() {
+                    values.truncate(start + f);
+                } else {
+                    values.remove(start + f);
+                }
             }
+            Some(t)
         });
         if let Some(why) = failure {
             out.dead_raw(text.to_string(), format!("{}: {why}", at()));

@@ -38,6 +38,10 @@ pub enum ConnectorError {
 pub enum TimeField {
     /// This field, in milliseconds since the epoch.
     Field(usize),
+    /// This field, read for the record's time alone and then removed from its row: nothing
+    /// downstream reads it, and carrying it beside the row's time made every row a value
+    /// wider at every hop (a keyed count's rows were twice the size of their key).
+    Taken(usize),
     /// The wall clock when the record was read.
     Processing,
     /// The timestamp the record carries (Kafka's).
@@ -45,14 +49,27 @@ pub enum TimeField {
 }
 
 impl TimeField {
-    /// A generated row's time: its time field (always an int for the generators), else `now`.
+    /// The time of the generated row `values[at..]`: its time field (always an int for the
+    /// generators), else `now`. A [`TimeField::Taken`] field is removed from the row.
     #[inline]
-    pub fn of(self, row: &[crate::record::Value], now: i64) -> i64 {
+    pub fn take(self, values: &mut Vec<crate::record::Value>, at: usize, now: i64) -> i64 {
+        let int = |v: &crate::record::Value| match v {
+            crate::record::Value::Int(t) => *t,
+            _ => now,
+        };
         match self {
-            TimeField::Field(f) => match row[f] {
-                crate::record::Value::Int(t) => t,
-                _ => now,
-            },
+            TimeField::Field(f) => values.get(at + f).map_or(now, int),
+            TimeField::Taken(f) => {
+                let t = values.get(at + f).map_or(now, int);
+                // Dropped in place: moving the value out (`pop`, `remove`) read back through
+                // the stack what was just written, a stall per record.
+                if at + f + 1 == values.len() {
+                    values.truncate(at + f);
+                } else if at + f < values.len() {
+                    values.remove(at + f);
+                }
+                t
+            }
             TimeField::Processing | TimeField::Record => now,
         }
     }
@@ -62,6 +79,8 @@ impl TimeField {
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
     pub connector: SourceConnector,
+    /// The fields each record is read with: the source's output schema, plus a
+    /// [`TimeField::Taken`] time field.
     pub schema: Arc<Schema>,
     pub time: TimeField,
     /// Bounded out-of-orderness of the watermark, in ms.

@@ -266,7 +266,7 @@ impl Source for NexmarkSource {
             out.push_with(|values| {
                 let at = values.len();
                 config.record_projected(clock, seed_mix, i, values, mask);
-                time.of(&values[at..], now)
+                time.take(values, at, now)
             });
             self.cursor.next += 1;
             left -= 1;

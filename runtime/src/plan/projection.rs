@@ -20,7 +20,12 @@ pub(super) fn push_down(graph: &mut Graph) {
                 // Already cut to what its consumers read (see `validate`).
                 continue;
             }
-            if let crate::connectors::TimeField::Field(f) = spec.time {
+            // The time field is read whatever the mask says (and dropped after, unless
+            // something downstream reads it: `sources::narrowed`); a source none of whose fields
+            // is read keeps it, as its records would otherwise have no fields at all.
+            if let crate::connectors::TimeField::Field(f) = spec.time
+                && !mask.iter().any(|m| *m)
+            {
                 mask[f] = true;
             }
             spec.projection = (!mask.iter().all(|m| *m)).then(|| mask.into());

@@ -167,15 +167,15 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
         (None, Some((field, ooo))) => (TimeField::Field(schema.index_of(&field).unwrap_or(0)), ooo),
         (None, None) => (TimeField::Processing, 0),
     };
-    let (schema, time, projection) = match b.narrow.get(&s.name) {
+    let (read, schema, time, projection) = match b.narrow.get(&s.name) {
         Some(mask) if mask.len() == schema.len() => narrowed(&connector, schema, time, mask),
-        _ => (schema, time, None),
+        _ => (schema.clone(), schema, time, None),
     };
     let narrowed = projection.is_some() || b.narrow.contains_key(&s.name);
     let schema = Arc::new(schema);
     let spec = SourceSpec {
         connector,
-        schema: schema.clone(),
+        schema: Arc::new(read),
         time,
         out_of_orderness: ooo,
         rate,
@@ -195,36 +195,59 @@ pub(super) fn source(b: &mut Builder<'_>, i: usize, s: &Source) {
     );
 }
 
-/// `schema` cut to the fields `mask` keeps, with the time field's position in it, and the
-/// mask a generator needs to build only those fields (a JSON source decodes straight into the
-/// narrowed schema, skipping the others like unknown keys).
+/// `schema` cut to the fields `mask` keeps: the schema records are read with, the source's
+/// output schema, the time field's position in the first, and the mask a generator needs to
+/// build only the fields read (a JSON source decodes straight into the read schema, skipping
+/// the others like unknown keys). A time field nothing downstream reads is read for the
+/// time and then dropped ([`TimeField::Taken`]).
 fn narrowed(
     connector: &SourceConnector,
     schema: crate::record::Schema,
     time: TimeField,
     mask: &Arc<[bool]>,
-) -> (crate::record::Schema, TimeField, Option<Arc<[bool]>>) {
-    let time = match time {
-        // Push-down always keeps the time field.
-        TimeField::Field(f) => TimeField::Field(mask[..f].iter().filter(|m| **m).count()),
-        other => other,
-    };
-    let fields = schema
-        .fields
-        .into_iter()
-        .zip(mask.iter())
-        .filter(|(_, m)| **m)
-        .map(|(f, _)| f)
-        .collect();
+) -> (
+    crate::record::Schema,
+    crate::record::Schema,
+    TimeField,
+    Option<Arc<[bool]>>,
+) {
     let generated = matches!(
         connector,
         SourceConnector::Generator(_) | SourceConnector::Nexmark(_)
     );
-    (
-        crate::record::Schema { fields },
-        time,
-        generated.then(|| mask.clone()),
-    )
+    let cut = |keep: &[bool]| crate::record::Schema {
+        fields: (schema.fields.iter().zip(keep))
+            .filter(|(_, k)| **k)
+            .map(|(f, _)| f.clone())
+            .collect(),
+    };
+    let out = cut(mask);
+    let position = |keep: &[bool], f: usize| keep[..f].iter().filter(|k| **k).count();
+    match time {
+        TimeField::Field(f) if !mask.get(f).copied().unwrap_or(true) => {
+            if generated {
+                // A generator builds its fields in its record's order: the time field sits
+                // among the others.
+                let read: Arc<[bool]> = (mask.iter().enumerate())
+                    .map(|(i, k)| *k || i == f)
+                    .collect();
+                let time = TimeField::Taken(position(&read, f));
+                (cut(&read), out, time, Some(read))
+            } else {
+                // A JSON source decodes fields by name: the time field goes last, to be
+                // popped off the row.
+                let mut read = out.clone();
+                read.fields.push(schema.fields[f].clone());
+                let time = TimeField::Taken(out.len());
+                (read, out, time, None)
+            }
+        }
+        TimeField::Field(f) => {
+            let time = TimeField::Field(position(mask, f));
+            (out.clone(), out, time, generated.then(|| mask.clone()))
+        }
+        other => (out.clone(), out, other, generated.then(|| mask.clone())),
+    }
 }
 
 pub(super) fn sink_target(b: &mut Builder<'_>, path: &str, t: &SinkTarget) -> Option<SinkSpec> {
