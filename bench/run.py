@@ -14,7 +14,8 @@ included (a few milliseconds), so the comparison is slightly unfavourable to Edd
 the records the sources emit (bids only for q5/q7, persons and auctions for q8), counted the same
 way for both. A ratio is printed only when the results match. The scaling line (P=2 against P=1)
 uses the clock the issue names for both engines, first record to last result, which `eddy run`
-prints when it finishes; the whole process's wall time is printed beside it.
+prints when it finishes; the whole process's wall time is printed beside it. Its medians come from
+BENCH_SCALING_RUNS (default 5) further pairs of Eddy runs, P=1 and P=2 alternating.
 
 BENCH_CASES=q5,q7 (comma-separated case names, or checkpoint-cost) runs only those.
 QUICK=1: small inputs, one run each, DataStream Flink only: checks that every case works and that
@@ -35,6 +36,8 @@ import tempfile
 EDDY = os.environ.get("EDDY", "target/release/eddy")
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 RUNS = 1 if QUICK else int(os.environ.get("BENCH_RUNS", "3"))
+# Alternating P=1 / P=2 pairs of Eddy runs for each case's scaling line.
+SCALING_RUNS = int(os.environ.get("BENCH_SCALING_RUNS", "5"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLINK = os.path.join(ROOT, "bench", "flink.sh")
 
@@ -233,7 +236,19 @@ def main():
                 busies[p] = statistics.median(eddy_busy)
             # Throughput of P=2 over P=1 on this 2-core machine: `p2_speedup` on the issue's
             # clock (first record to last result, as Flink's is measured), and on the whole
-            # process's wall time, start-up (~30 ms) included.
+            # process's wall time, start-up (~30 ms) included. From Eddy's runs alone, P=1 and
+            # P=2 alternating: the two parallelisms' runs above are minutes apart, with Flink's
+            # between them, and this shared host's speed drifted by a tenth over such spans.
+            if not QUICK:
+                pairs = {1: ([], []), 2: ([], [])}
+                for _ in range(SCALING_RUNS):
+                    for p in (1, 2):
+                        _, wall, _ = eddy_run(plan, n, p, os.path.join(d, "eddy.jsonl"), input_file)
+                        pairs[p][0].append(wall)
+                        pairs[p][1].append(LAST_BUSY)
+                for p in (1, 2):
+                    walls[p] = statistics.median(pairs[p][0])
+                    busies[p] = statistics.median(pairs[p][1])
             print(
                 f"bench {name}-scaling eddy_p1_s={busies[1]:.3f} eddy_p2_s={busies[2]:.3f} "
                 f"p2_speedup={busies[1] / busies[2]:.2f} "
