@@ -61,10 +61,14 @@ pub enum Acc {
     Max(Value),
     Avg(f64, i64),
     /// Boxed: the set is 40 bytes, and every accumulator is as large as the largest (a
-    /// count's entry in a window's slice map was 112 bytes for 8 bytes of count; now 96).
+    /// count's entry in a window's slice map was 112 bytes for 8 bytes of count; now 80).
     Distinct(Box<HashSet<Value, foldhash::fast::RandomState>>),
-    First(i64, Value),
-    Last(i64, Value),
+    /// The value with the earliest time. Boxed like `Distinct`: a time and a value inline
+    /// made every accumulator 40 bytes, and a count's entry 96; with the box, 32 and 80, and
+    /// a slice of a keyed count's keys stays in this machine's 1 MiB L2 longer.
+    First(Box<(i64, Value)>),
+    /// The value with the latest time (boxed as `First`).
+    Last(Box<(i64, Value)>),
 }
 
 impl Acc {
@@ -76,8 +80,8 @@ impl Acc {
             AggKind::Max => Acc::Max(Value::Null),
             AggKind::Avg => Acc::Avg(0.0, 0),
             AggKind::CountDistinct => Acc::Distinct(Box::default()),
-            AggKind::First => Acc::First(i64::MAX, Value::Null),
-            AggKind::Last => Acc::Last(i64::MIN, Value::Null),
+            AggKind::First => Acc::First(Box::new((i64::MAX, Value::Null))),
+            AggKind::Last => Acc::Last(Box::new((i64::MIN, Value::Null))),
         }
     }
 
@@ -131,16 +135,14 @@ impl Acc {
                     set.insert(v);
                 }
             }
-            Acc::First(t, val) => {
-                if ts < *t {
-                    *t = ts;
-                    *val = v.into_value();
+            Acc::First(first) => {
+                if ts < first.0 {
+                    **first = (ts, v.into_value());
                 }
             }
-            Acc::Last(t, val) => {
-                if ts >= *t {
-                    *t = ts;
-                    *val = v.into_value();
+            Acc::Last(last) => {
+                if ts >= last.0 {
+                    **last = (ts, v.into_value());
                 }
             }
         }
@@ -173,16 +175,14 @@ impl Acc {
                 *n += n2;
             }
             (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b.iter().cloned()),
-            (Acc::First(t, v), Acc::First(t2, v2)) => {
-                if t2 < t {
-                    *t = *t2;
-                    *v = v2.clone();
+            (Acc::First(a), Acc::First(b)) => {
+                if b.0 < a.0 {
+                    **a = (b.0, b.1.clone());
                 }
             }
-            (Acc::Last(t, v), Acc::Last(t2, v2)) => {
-                if t2 >= t {
-                    *t = *t2;
-                    *v = v2.clone();
+            (Acc::Last(a), Acc::Last(b)) => {
+                if b.0 >= a.0 {
+                    **a = (b.0, b.1.clone());
                 }
             }
             _ => return Err(EvalError::new("merging different aggregates")),
@@ -193,9 +193,8 @@ impl Acc {
     pub fn result(&self) -> Value {
         match self {
             Acc::Count(n) => Value::Int(*n),
-            Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) | Acc::First(_, v) | Acc::Last(_, v) => {
-                v.clone()
-            }
+            Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => v.clone(),
+            Acc::First(tv) | Acc::Last(tv) => tv.1.clone(),
             Acc::Avg(_, 0) => Value::Null,
             Acc::Avg(s, n) => Value::Double(s / *n as f64),
             Acc::Distinct(set) => Value::Int(set.len() as i64),

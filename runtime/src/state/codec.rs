@@ -135,15 +135,15 @@ pub fn put_acc(a: &Acc, out: &mut Vec<u8>) {
                 put_value(v, out);
             }
         }
-        Acc::First(t, v) => {
+        Acc::First(tv) => {
             out.push(6);
-            put_u64(*t as u64, out);
-            put_value(v, out);
+            put_u64(tv.0 as u64, out);
+            put_value(&tv.1, out);
         }
-        Acc::Last(t, v) => {
+        Acc::Last(tv) => {
             out.push(7);
-            put_u64(*t as u64, out);
-            put_value(v, out);
+            put_u64(tv.0 as u64, out);
+            put_value(&tv.1, out);
         }
     }
 }
@@ -164,8 +164,8 @@ impl Reader<'_> {
                 }
                 Acc::Distinct(Box::new(set))
             }
-            6 => Acc::First(self.u64()? as i64, self.value()?),
-            7 => Acc::Last(self.u64()? as i64, self.value()?),
+            6 => Acc::First(Box::new((self.u64()? as i64, self.value()?))),
+            7 => Acc::Last(Box::new((self.u64()? as i64, self.value()?))),
             t => return Err(StateError::Corrupt(format!("unknown accumulator tag {t}"))),
         })
     }
@@ -190,7 +190,7 @@ mod tests {
         let accs = vec![
             Acc::Count(3),
             Acc::Avg(1.5, 2),
-            Acc::Last(9, Value::Str("x".into())),
+            Acc::Last(Box::new((9, Value::Str("x".into())))),
         ];
         for a in &accs {
             put_acc(a, &mut b);
