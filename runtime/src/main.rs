@@ -38,10 +38,11 @@ enum Command {
         /// checkpoint coordinator and the admin API run on threads of their own.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         threads: Option<u32>,
-        /// Pin each of those threads to a CPU of its own: `auto` does when they are as many as
-        /// the CPUs this process may use (two or more) and no CPU quota (a container's CPU
-        /// limit) shares those with others; `on` whenever there is a CPU for each.
-        #[arg(long, value_enum, default_value_t = eddy::job::Pinning::Auto, env = "EDDY_PIN_LANES")]
+        /// Pin each of those threads to a CPU of its own (default `off`): `auto` does when they
+        /// are as many as the CPUs this process may use (two or more) and no CPU quota (a
+        /// container's CPU limit) shares those with others; `on` whenever there is a CPU for
+        /// each. For machines or pods that own their CPUs; on a shared host it did not pay.
+        #[arg(long, value_enum, default_value_t = eddy::job::Pinning::Off, env = "EDDY_PIN_LANES")]
         pin_lanes: eddy::job::Pinning,
         /// No progress lines on stderr.
         #[arg(short, long)]

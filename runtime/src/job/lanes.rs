@@ -9,14 +9,16 @@
 //! a multi-thread runtime of one thread rather than a current-thread one so that a task may
 //! still hand a blocking call off with `block_in_place` (Kafka metadata lookups).
 //!
-//! Each lane's thread is also pinned to a CPU of its own when the lanes are as many as the
-//! CPUs the process may use, at least two, and no CPU quota holds it to fewer
-//! ([`Pinning::Auto`]), as thread-per-core engines do (Seastar, Redpanda): the job then has
+//! On request each lane's thread is also pinned to a CPU of its own, as thread-per-core
+//! engines do (Seastar, Redpanda). [`Pinning::Auto`] pins when the lanes are as many as the
+//! CPUs the process may use, at least two, and no CPU quota holds it to fewer: the job then has
 //! the machine, or its container the CPUs it was given exclusively (Kubernetes' static CPU
-//! manager). Unpinned, the kernel put both lanes of a P=2 job on one CPU for 10 ms at a time
-//! while the other idled (a lane waking the other placed it beside itself). With fewer lanes
-//! than CPUs, several jobs would all pin to the first ones; under a quota (a CPU limit) the
-//! CPUs are shared with other containers, and a pinned lane could not move off a busy one.
+//! manager). With fewer lanes than CPUs, several jobs would all pin to the first ones; under a
+//! quota (a CPU limit) the CPUs are shared with other containers, and a pinned lane could not
+//! move off a busy one. Unpinned, the kernel put both lanes of a P=2 job on one CPU for 10 ms
+//! at a time while the other idled (a lane waking the other placed it beside itself), but
+//! pinned runs were no faster on the shared 2-vCPU host measured (`docs/benchmarks.md`,
+//! session 14), and a node's own daemons share its CPUs, so pinning is off by default.
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
@@ -25,10 +27,10 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pinning {
     /// Pinned when there are as many lanes as CPUs (two or more) and no CPU quota.
-    #[default]
     Auto,
     /// Pinned whenever there is a CPU for each lane.
     On,
+    #[default]
     Off,
 }
 
