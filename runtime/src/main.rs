@@ -42,7 +42,7 @@ enum Command {
         /// are as many as the CPUs this process may use (two or more) and no CPU quota (a
         /// container's CPU limit) shares those with others; `on` whenever there is a CPU for
         /// each. For machines or pods that own their CPUs; on a shared host it did not pay.
-        #[arg(long, value_enum, default_value_t = eddy::job::Pinning::Off, env = "EDDY_PIN_LANES")]
+        #[arg(long, value_enum, default_value_t, env = "EDDY_PIN_LANES")]
         pin_lanes: eddy::job::Pinning,
         /// No progress lines on stderr.
         #[arg(short, long)]

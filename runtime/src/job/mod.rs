@@ -59,7 +59,7 @@ impl Default for RunOptions {
             channel_capacity: 16,
             dead_letter: None,
             threads: None,
-            pinning: lanes::Pinning::Off,
+            pinning: lanes::Pinning::default(),
         }
     }
 }
