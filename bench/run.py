@@ -16,7 +16,8 @@ way for both. A ratio is printed only when the results match. The scaling line (
 uses the clock the issue names for both engines, first record to last result, which `eddy run`
 prints when it finishes; the whole process's wall time is printed beside it. Its medians come from
 BENCH_SCALING_RUNS (default 7) further pairs of Eddy runs, P=1 and P=2 alternating, after a
-discarded pair.
+discarded pair. After each pair, two P=1 runs at once (`corun_p1_s`): `machine_ceiling` = 2 x
+p1 / corun is what this machine allows P=2 when the two halves share nothing but the hardware.
 
 BENCH_CASES=q5,q7 (comma-separated case names, or checkpoint-cost) runs only those.
 QUICK=1: small inputs, one run each, DataStream Flink only: checks that every case works and that
@@ -81,16 +82,22 @@ LAST_BUSY = 0.0
 BUSY = re.compile(r"([0-9.]+) s from the first record to the last result")
 
 
-def eddy_run(plan, count, p, out, input_file=None, extra=()):
-    """One `eddy run` in a fresh child process; returns (cpu_s, wall_s, peak_rss_mb). The
-    processing time Eddy reports (first record read to last result written, the clock the
-    Flink baseline uses) goes to `LAST_BUSY`."""
-    global LAST_BUSY
+def eddy_plan(plan, count, out, input_file=None):
+    """Writes `plan` with its placeholders filled in beside `out`; returns its path."""
     text = open(os.path.join(ROOT, "bench", "plans", plan)).read()
     text = text.replace("__COUNT__", str(count)).replace("__OUT__", out).replace("__INPUT__", input_file or "")
     path = out.rstrip("/") + ".plan.yaml"
     with open(path, "w") as f:
         f.write(text)
+    return path
+
+
+def eddy_run(plan, count, p, out, input_file=None, extra=()):
+    """One `eddy run` in a fresh child process; returns (cpu_s, wall_s, peak_rss_mb). The
+    processing time Eddy reports (first record read to last result written, the clock the
+    Flink baseline uses) goes to `LAST_BUSY`."""
+    global LAST_BUSY
+    path = eddy_plan(plan, count, out, input_file)
     clear(out)
     # Dirty pages a previous run left (gigabytes of output) would be written back during this
     # one, partly charged to it: throttled writers do writeback themselves.
@@ -112,6 +119,33 @@ def eddy_run(plan, count, p, out, input_file=None, extra=()):
     m = BUSY.search(r.stderr)
     LAST_BUSY = float(m.group(1)) if m else float(wall)
     return float(cpu), float(wall), int(rss) / 1024
+
+
+def eddy_corun(plan, count, out, input_file=None):
+    """Two independent P=1 runs at once, with their own outputs; returns the median of their
+    processing times. Against one P=1 run alone this is what the machine itself allows P=2:
+    two single-threaded copies sharing nothing but the hardware (caches, memory, the host)."""
+    runs = []
+    for k in ("a", "b"):
+        o = f"{out}.{k}"
+        runs.append(eddy_plan(plan, count, o, input_file))
+        clear(o)
+    os.sync()
+    procs = [
+        subprocess.Popen([EDDY, "run", "--progress-interval", "86400", "-p", "1", path],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for path in runs
+    ]
+    busy = []
+    for proc in procs:
+        _, err = proc.communicate()
+        m = BUSY.search(err)
+        if proc.returncode != 0 or not m:
+            sys.exit(f"bench: eddy {plan} co-run failed:\n{err}")
+        busy.append(float(m.group(1)))
+    for k in ("a", "b"):
+        clear(f"{out}.{k}")
+    return statistics.median(busy)
 
 
 def flink_run(case, count, p, out, input_file=None, warmup=False):
@@ -246,19 +280,25 @@ def main():
                 # Flink's JVM (2 GiB, pre-touched) has just left the page cache and memory cold.
                 for p in (1, 2):
                     eddy_run(plan, n, p, os.path.join(d, "eddy.jsonl"), input_file)
+                coruns = []
                 for _ in range(SCALING_RUNS):
                     for p in (1, 2):
                         _, wall, _ = eddy_run(plan, n, p, os.path.join(d, "eddy.jsonl"), input_file)
                         pairs[p][0].append(wall)
                         pairs[p][1].append(LAST_BUSY)
+                    coruns.append(eddy_corun(plan, n, os.path.join(d, "corun.jsonl"), input_file))
                 for p in (1, 2):
                     walls[p] = statistics.median(pairs[p][0])
                     busies[p] = statistics.median(pairs[p][1])
+                corun = statistics.median(coruns)
+            # The machine's own ceiling for P=2: two P=1 copies at once do 2 x p1 / corun of
+            # one alone's work in the time (2.0 on two cores that share nothing).
+            ceiling = f" corun_p1_s={corun:.3f} machine_ceiling={2 * busies[1] / corun:.2f}" if not QUICK else ""
             print(
                 f"bench {name}-scaling eddy_p1_s={busies[1]:.3f} eddy_p2_s={busies[2]:.3f} "
                 f"p2_speedup={busies[1] / busies[2]:.2f} "
                 f"eddy_p1_wall_s={walls[1]:.2f} eddy_p2_wall_s={walls[2]:.2f} "
-                f"p2_speedup_process={walls[1] / walls[2]:.2f}",
+                f"p2_speedup_process={walls[1] / walls[2]:.2f}{ceiling}",
                 flush=True,
             )
         for name, plan, full in EDDY_ONLY:
