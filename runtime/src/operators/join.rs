@@ -124,8 +124,8 @@ fn write_dirty(
         }
         let kg = store::key_bytes(st, key, buf);
         for side in 0..2 {
-            let new = &b.rows[side][b.clean[side]..];
-            if !new.is_empty() {
+            if b.rows[side].len() > b.clean[side] {
+                let new = b.rows[side].iter_from(b.clean[side]);
                 store::put_rows(&mut batch, (kg, window, buf), side, new, seq);
                 kgs.insert(kg);
             }
@@ -213,17 +213,13 @@ impl Join {
             _ => Rows::new(),
         };
         // In a spilled window, the rows before `clean` are among the stored ones.
-        let fresh = pane.keys.get(key).map_or(&[][..], |b| {
+        let fresh = pane.keys.get(key).into_iter().flat_map(|b| {
             let from = if pane.spilled { b.clean[other] } else { 0 };
-            &b.rows[other][from..]
+            b.rows[other].iter_from(from)
         });
         let (start, end) = (window.1, window.0);
         for o in stored.iter().chain(fresh) {
-            let (l, r) = if port == 0 {
-                (row, &o[..])
-            } else {
-                (&o[..], row)
-            };
+            let (l, r) = if port == 0 { (row, o) } else { (o, row) };
             Self::emit_pair(&self.spec, &self.inputs, out, start, end, l, r);
         }
         Ok(())
@@ -235,9 +231,9 @@ impl Join {
     /// fails the task (a restore then starts from the last checkpoint).
     fn fire(&self, window: (i64, i64), pane: &Pane, out: &mut Emit) -> Result<(), StateError> {
         let (start, end) = (window.1, window.0);
-        let pairs = |l: &[Box<[Value]>], r: &[Box<[Value]>], out: &mut Emit| {
-            for a in l {
-                for b in r {
+        let pairs = |l: &Rows, r: &Rows, out: &mut Emit| {
+            for a in l.iter() {
+                for b in r.iter() {
                     Self::emit_pair(&self.spec, &self.inputs, out, start, end, a, b);
                 }
             }
@@ -254,7 +250,7 @@ impl Join {
                     |key, mut rows| {
                         if let Some(b) = pane.keys.get(&key) {
                             for ((to, mem), clean) in rows.iter_mut().zip(&b.rows).zip(b.clean) {
-                                to.extend(mem[clean..].iter().cloned());
+                                to.extend_from(mem, clean);
                             }
                             done.insert(key);
                         }
@@ -315,7 +311,7 @@ impl Operator for Join {
                     return;
                 }
                 if let Some(pane) = self.panes.get_mut(&(end, start)) {
-                    pane.keys.entry(key.clone()).or_default().rows[port].push(row.into());
+                    pane.keys.entry(key.clone()).or_default().rows[port].push(row);
                     self.resident += 1;
                 }
             }

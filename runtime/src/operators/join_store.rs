@@ -21,7 +21,7 @@ const FIRED: u8 = 4;
 /// `kg | 5`: the instance's next free row number when it last snapshotted.
 const NEXT: u8 = 5;
 
-pub(super) type Rows = Vec<Box<[Value]>>;
+pub(super) use super::join_rows::Rows;
 
 /// The canonical bytes of a join key and its key group.
 pub(super) fn key_bytes(st: &Keyed, key: &Value, buf: &mut Vec<u8>) -> u32 {
@@ -38,11 +38,11 @@ fn side_prefix(kg: u32, (end, start): (i64, i64), key: &[u8], side: usize) -> Ve
 }
 
 /// Queues rows `rows` of one key's side for writing, numbered from `*seq`.
-pub(super) fn put_rows(
+pub(super) fn put_rows<'a>(
     batch: &mut WriteBatch,
     (kg, window, key): (u32, (i64, i64), &[u8]),
     side: usize,
-    rows: &[Box<[Value]>],
+    rows: impl Iterator<Item = &'a [Value]>,
     seq: &mut u64,
 ) {
     let prefix = side_prefix(kg, window, key, side);
@@ -73,11 +73,11 @@ pub(super) fn load_side(
     let prefix = side_prefix(kg, window, key, side);
     st.store
         .scan(&prefix)
-        .map(|item| {
+        .try_fold(Rows::new(), |mut rows, item| {
             let (_, v) = item?;
-            Ok(Reader::new(&v).values(width)?.into_boxed_slice())
+            rows.push_owned(Reader::new(&v).values(width)?);
+            Ok(rows)
         })
-        .collect()
 }
 
 /// Calls `f` with each key's stored rows of a window in key groups `kgs`, one key at a time
@@ -96,15 +96,15 @@ pub(super) fn for_each_stored_key(
         for item in st.store.scan(&prefix) {
             let (k, v) = item?;
             let (key, side, _) = parse_row_key(&k[prefix.len()..])?;
-            let row = Reader::new(&v).values(widths[side])?.into_boxed_slice();
+            let row = Reader::new(&v).values(widths[side])?;
             match &mut cur {
-                Some((c, rows)) if *c == key => rows[side].push(row),
+                Some((c, rows)) if *c == key => rows[side].push_owned(row),
                 _ => {
                     if let Some((c, rows)) = cur.take() {
                         f(c, rows);
                     }
                     let mut rows: [Rows; 2] = Default::default();
-                    rows[side].push(row);
+                    rows[side].push_owned(row);
                     cur = Some((key, rows));
                 }
             }

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod combiner;
 pub mod join;
+mod join_rows;
 mod join_store;
 mod session;
 mod slice_map;
