@@ -136,9 +136,11 @@ def eddy_corun(plan, count, out, input_file=None):
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for path in runs
     ]
+    # Both are waited for before either is judged: exiting on the first failure would leave
+    # the other running.
+    errs = [proc.communicate()[1] for proc in procs]
     busy = []
-    for proc in procs:
-        _, err = proc.communicate()
+    for proc, err in zip(procs, errs):
         m = BUSY.search(err)
         if proc.returncode != 0 or not m:
             sys.exit(f"bench: eddy {plan} co-run failed:\n{err}")

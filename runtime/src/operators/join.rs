@@ -3,7 +3,8 @@
 //! allowed lateness is paired at once with what the other side holds, so every pair is
 //! emitted exactly once.
 
-use super::join_store::{self as store, Rows};
+use super::join_rows::Rows;
+use super::join_store as store;
 use super::{Emit, Operator};
 use crate::job::graph::JoinSpec;
 use crate::record::{Batch, Schema, Value};

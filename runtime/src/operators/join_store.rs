@@ -21,7 +21,7 @@ const FIRED: u8 = 4;
 /// `kg | 5`: the instance's next free row number when it last snapshotted.
 const NEXT: u8 = 5;
 
-pub(super) use super::join_rows::Rows;
+use super::join_rows::Rows;
 
 /// The canonical bytes of a join key and its key group.
 pub(super) fn key_bytes(st: &Keyed, key: &Value, buf: &mut Vec<u8>) -> u32 {
